@@ -145,7 +145,9 @@ class MemoryStorage(Storage):
         return []
 
 
-def gen_referring_oid_record(storage: Storage, referred_oid: bytes) -> Iterator[tuple[bytes, bytes]]:
+def gen_referring_oid_record(
+    storage: Storage, referred_oid: bytes
+) -> Iterator[tuple[bytes, bytes]]:
     """``(oid, record)`` of every record whose refs include ``referred_oid``."""
     for oid, record in storage.gen_oid_record():
         if referred_oid in record_refs(record):

@@ -81,7 +81,10 @@ class FakeSocket:
         self.zero_sends = zero_sends
 
     def recv(self, n: int) -> bytes:
-        piece, self.incoming = self.incoming[: min(n, self.chunk)], self.incoming[min(n, self.chunk) :]
+        piece, self.incoming = (
+            self.incoming[: min(n, self.chunk)],
+            self.incoming[min(n, self.chunk) :],
+        )
         return piece
 
     def send(self, data: bytes) -> int:
