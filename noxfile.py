@@ -20,7 +20,10 @@ def stateful(session: nox.Session) -> None:
     """The stateful machines with the thorough Hypothesis profile."""
     session.install("-e", ".[test]")
     session.run(
-        "pytest", "-q", "tests/stateful", *session.posargs,
+        "pytest",
+        "-q",
+        "tests/stateful",
+        *session.posargs,
         env={"HYPOTHESIS_PROFILE": "thorough"},
     )
 
@@ -30,7 +33,10 @@ def crash(session: nox.Session) -> None:
     """The crash and fault models with the thorough Hypothesis profile."""
     session.install("-e", ".[test]")
     session.run(
-        "pytest", "-q", "tests/crash", *session.posargs,
+        "pytest",
+        "-q",
+        "tests/crash",
+        *session.posargs,
         env={"HYPOTHESIS_PROFILE": "thorough"},
     )
 
@@ -42,3 +48,28 @@ def lint(session: nox.Session) -> None:
     session.run("ruff", "check", "durus", "spec", "tests")
     session.run("ruff", "format", "--check", "durus", "spec")
     session.run("mypy", "durus")
+
+
+PEER_VENVS = {
+    "peer-durus43": ["Durus==4.3"],
+    "peer-zodb": ["ZODB>=6", "ZEO>=6"],
+}
+
+
+def ensure_peer_venvs(session: nox.Session) -> None:
+    """Make bench/venvs/<peer> with the peer installed, once; never in our own venv."""
+    import os
+
+    for name, packages in PEER_VENVS.items():
+        python = os.path.join("bench", "venvs", name, "bin", "python")
+        if not os.path.exists(python):
+            session.run("python", "-m", "venv", os.path.join("bench", "venvs", name))
+            session.run(python, "-m", "pip", "install", "-q", *packages, external=True)
+
+
+@nox.session
+def bench(session: nox.Session) -> None:
+    """Side-by-side benchmarks against Durus 4.3 and ZODB (figures, no asserts)."""
+    session.install("-e", ".")
+    ensure_peer_venvs(session)
+    session.run("python", "bench/run.py", *session.posargs)
