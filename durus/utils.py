@@ -47,6 +47,12 @@ __all__ = [
     "join_bytes",
     "TRACE",
     "check_oid",
+    "BitArray",
+    "Byte",
+    "ByteArray",
+    "IntArray",
+    "IntSet",
+    "WordArray",
 ]
 
 OID_SIZE_BYTES = 8
@@ -190,3 +196,6 @@ def read_int8_str(f: Any) -> bytes:
 
 def write_int8_str(f: Any, s: bytes) -> None:
     write_all(f, int8_to_str(len(s)), s)
+
+
+from durus.arrays import BitArray, Byte, ByteArray, IntArray, IntSet, WordArray  # noqa: E402
