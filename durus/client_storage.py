@@ -1,0 +1,317 @@
+"""ClientStorage: a Storage whose records live in a StorageServer (API.md section 17).
+
+Owns the client end of one server connection: the oid pool, the pending
+transaction's records, and turning server replies into the exceptions a
+Connection expects (ReadConflictError, DurusKeyError, WriteConflictError,
+ProtocolError). The bytes themselves are made and parsed by
+``durus.protocol.ClientProtocol``; this module is the thin blocking loop
+around it and never frames or parses bytes itself (one codec for both ends
+keeps them in step). All socket I/O goes through ``durus.utils.read`` and
+``write``, so tests may substitute any object with ``recv``/``send`` (or
+``read``/``write``) methods; each read asks for exactly the bytes the
+codec still needs.
+
+Also differs from 4.3 where a commit is refused with STATUS_INVALID: the
+transaction's new oids go back to the pool (as after a handler conflict).
+
+Connecting:
+
+* ``ClientStorage(host, port)`` or ``ClientStorage(address=...)`` connects at
+  once (TCP, Unix path or '@name'); nothing listening raises
+  ``CouldNotConnectError`` ("Could not connect to <address>"), which is both a
+  ConnectionRefusedError and, as in Durus 4.3, an AssertionError.
+* ``ClientStorage(socket=sock)`` (or ``ClientStorage.from_socket(sock)``)
+  uses an already connected socket-like object instead, e.g.
+  ``durus.storage_server.LoopbackSocket(core)`` for an in-process server.
+* ``timeout_s`` (default None, no timeout, as in Durus) bounds each wait
+  for the server.
+
+Differences from Durus 4.3, all in the direction of not losing data:
+``bulk_load`` always reads every reply of its request before raising; the
+pool size is validated (1..255); a lost connection raises
+``ServerConnectionLost`` (an OSError) with the address and the request, and
+every later call raises it again instead of reading a desynchronised stream.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+from durus.error import (
+    ConflictError,
+    DurusError,
+    DurusKeyError,
+    ProtocolError,
+    ReadConflictError,
+    WriteConflictError,
+)
+from durus.protocol import (
+    DEFAULT_LIMITS,
+    MAX_NEW_OIDS,
+    OID_BYTES,
+    PROTOCOL_VERSION,
+    STATUS_INVALID,
+    STATUS_KEYERROR,
+    STATUS_OKAY,
+    BulkLoad,
+    BulkLoadReply,
+    ClientProtocol,
+    Commit,
+    CommitData,
+    CommitStatus,
+    Goodbye,
+    InvalidationsReply,
+    Limits,
+    Load,
+    LoadReply,
+    NeedData,
+    NewOids,
+    NewOidsReply,
+    Pack,
+    PackReply,
+    Reply,
+    Request,
+    Sync,
+    Version,
+    VersionReply,
+)
+from durus.socket_address import SocketAddress
+from durus.storage import InvalidationHandler, Storage
+from durus.utils import ShortRead, read, write
+
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 2972
+DEFAULT_OID_POOL_SIZE = 32
+
+
+class CouldNotConnectError(ConnectionRefusedError, AssertionError):
+    """No server answered at the address. Also an AssertionError, as in Durus 4.3."""
+
+
+class ServerConnectionLost(ShortRead):
+    """The connection to the server broke (closed, reset or timed out) mid-conversation."""
+
+
+class StoreError(DurusError, ValueError, AssertionError):
+    """``store()`` got a malformed oid or the same oid twice (Durus asserted this)."""
+
+
+class ClientStorage(Storage):
+    """A Storage served by a StorageServer over one socket."""
+
+    def __init__(
+        self, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, address: Any = None, *,
+        socket: Any = None, timeout_s: float | None = None, limits: Limits = DEFAULT_LIMITS,
+    ) -> None:  # fmt: skip
+        if address is None and socket is not None:
+            address = _InjectedSocketAddress(socket)
+        self.address = SocketAddress.new(address if address is not None else (host, port))
+        if socket is None:
+            socket = self.address.get_connected_socket(timeout_s=timeout_s)
+            if socket is None:
+                raise CouldNotConnectError(f"Could not connect to {self.address}")
+        if timeout_s is not None and hasattr(socket, "settimeout"):
+            socket.settimeout(timeout_s)
+        self.s = socket
+        self.protocol = ClientProtocol(limits)
+        self.oid_pool: list[bytes] = []
+        self._oid_pool_size = DEFAULT_OID_POOL_SIZE
+        self.records: dict[bytes, bytes] = {}
+        self.transaction_new_oids: list[bytes] = []
+        self._lost: str | None = None
+        self._closed = False
+        try:
+            self._handshake()
+        except BaseException:
+            _close_socket(socket)
+            raise
+
+    def _handshake(self) -> None:
+        reply = self._exchange(Version(PROTOCOL_VERSION))
+        assert isinstance(reply, VersionReply)
+        if reply.protocol != PROTOCOL_VERSION:
+            raise ProtocolError("Protocol version mismatch.")
+
+    @classmethod
+    def from_socket(cls, sock: Any, address: Any = None, **kwargs: Any) -> ClientStorage:
+        """A ClientStorage on an already connected socket-like object."""
+        return cls(address=address, socket=sock, **kwargs)
+
+    def __str__(self) -> str:
+        return f"ClientStorage({self.address})"
+
+    @property
+    def oid_pool_size(self) -> int:
+        return self._oid_pool_size
+
+    @oid_pool_size.setter
+    def oid_pool_size(self, size: int) -> None:
+        if not isinstance(size, int) or isinstance(size, bool) or not 1 <= size <= MAX_NEW_OIDS:
+            raise ValueError(f"oid_pool_size must be an int in 1..{MAX_NEW_OIDS}, got {size!r}")
+        self._oid_pool_size = size
+
+    # ------------------------------------------------------------ I/O
+
+    def _exchange(self, request: Request) -> Reply | None:
+        """Send ``request``; return its reply (None when it expects none)."""
+        if self._lost is not None:
+            raise ServerConnectionLost(self._lost)
+        data = self.protocol.send(request)
+        expected = self.protocol.replies_pending
+        self._io(write, data, request)
+        if not expected:
+            return None
+        while True:
+            event = self.protocol.next_event()
+            if not isinstance(event, NeedData):
+                return event
+            self.protocol.receive_data(self._io(read, event.min_bytes, request))
+
+    def _io(self, operation: Any, argument: Any, request: Request) -> Any:
+        try:
+            return operation(self.s, argument)
+        except OSError as error:
+            self._lost = (
+                f"lost the connection to the server at {self.address} "
+                f"during {type(request).__name__}: {error}"
+            )
+            raise ServerConnectionLost(self._lost) from error
+
+    # ------------------------------------------------------------ Storage interface
+
+    def new_oid(self) -> bytes:
+        if not self.oid_pool:
+            reply = self._exchange(NewOids(self._oid_pool_size))
+            assert isinstance(reply, NewOidsReply) and len(reply.oids) == self._oid_pool_size
+            self.oid_pool.extend(reply.oids)
+        oid = self.oid_pool.pop(0)
+        self.transaction_new_oids.append(oid)
+        return oid
+
+    def load(self, oid: bytes) -> bytes:
+        reply = self._exchange(Load(_valid_oid(oid)))
+        assert isinstance(reply, LoadReply)
+        return _record_or_raise(oid, reply)
+
+    def bulk_load(self, oids: Iterable[bytes]) -> Iterator[bytes]:
+        """The records of ``oids`` in order; every reply is read before any error is raised."""
+        oid_list = [_valid_oid(oid) for oid in oids]
+        step = self.protocol.limits.max_bulk_load_oids
+        for start in range(0, len(oid_list), step):
+            batch = tuple(oid_list[start : start + step])
+            reply = self._exchange(BulkLoad(batch))
+            assert isinstance(reply, BulkLoadReply) and len(reply.replies) == len(batch)
+            records = [
+                _record_or_raise(oid, r) for oid, r in zip(batch, reply.replies, strict=True)
+            ]
+            yield from records
+
+    def begin(self) -> None:
+        self.records = {}
+        self.transaction_new_oids = []
+
+    def store(self, oid: bytes, record: bytes) -> None:
+        if not isinstance(oid, bytes) or len(oid) != OID_BYTES:
+            raise StoreError(f"an oid must be 8 bytes, got {oid!r}")
+        if oid in self.records:
+            raise StoreError(f"oid {oid!r} stored twice in one transaction")
+        self.records[oid] = record
+
+    def end(self, handle_invalidations: InvalidationHandler | None = None) -> None:
+        """Commit: take the server's invalidations, then send the records or abandon."""
+        reply = self._exchange(Commit())
+        assert isinstance(reply, InvalidationsReply)
+        oids = list(reply.oids)
+        if oids and handle_invalidations is not None:
+            try:
+                handle_invalidations(oids)
+            except ConflictError:
+                self._abandon_commit(return_oids=True)
+                raise
+            except BaseException:
+                self._abandon_commit(return_oids=False)
+                raise
+        items = tuple(self.records.items())
+        if not items:
+            self._exchange(CommitData(()))
+            return
+        status = self._exchange(CommitData(items))
+        assert isinstance(status, CommitStatus)
+        if status.status == STATUS_INVALID:
+            self._return_new_oids()
+            raise WriteConflictError()
+        assert status.status == STATUS_OKAY
+        self.records = {}
+        self.transaction_new_oids = []
+
+    def _abandon_commit(self, return_oids: bool) -> None:
+        """Tell the server the commit is off (int4 0); optionally reuse its new oids."""
+        if return_oids:
+            self._return_new_oids()
+        if self._lost is None:
+            self._exchange(CommitData(()))
+
+    def _return_new_oids(self) -> None:
+        """Put this transaction's new oids back at the front of the pool, in order."""
+        self.oid_pool[:0] = self.transaction_new_oids
+        self.transaction_new_oids = []
+
+    def sync(self) -> list[bytes]:
+        reply = self._exchange(Sync())
+        assert isinstance(reply, InvalidationsReply)
+        return list(reply.oids)
+
+    def pack(self) -> None:
+        """Ask the server to start packing; returns before the pack is done."""
+        reply = self._exchange(Pack())
+        assert isinstance(reply, PackReply)
+
+    def close(self) -> None:
+        """Say goodbye ('.') and close the socket; idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            if self._lost is None and not self.protocol.closed:
+                self._exchange(Goodbye())
+        except (OSError, ProtocolError):
+            pass
+        finally:
+            _close_socket(self.s)
+
+
+class _InjectedSocketAddress(SocketAddress):
+    """Names a socket-like object given to ClientStorage (it cannot be reconnected)."""
+
+    def __init__(self, sock: Any) -> None:
+        self.label = repr(sock)
+
+    def __str__(self) -> str:
+        return self.label
+
+    def get_connected_socket(self, timeout_s: float | None = None) -> None:
+        return None
+
+
+def _close_socket(sock: Any) -> None:
+    close = getattr(sock, "close", None)
+    if close is not None:
+        close()
+
+
+def _valid_oid(oid: bytes) -> bytes:
+    if not isinstance(oid, bytes) or len(oid) != OID_BYTES:
+        raise ValueError(f"an oid must be 8 bytes, got {oid!r}")
+    return oid
+
+
+def _record_or_raise(oid: bytes, reply: LoadReply) -> bytes:
+    if reply.status == STATUS_INVALID:
+        raise ReadConflictError([oid])
+    if reply.status == STATUS_KEYERROR:
+        raise DurusKeyError(oid)
+    assert reply.status == STATUS_OKAY
+    if reply.record[:OID_BYTES] != oid:
+        raise ProtocolError(f"server sent a record of {reply.record[:OID_BYTES]!r} for {oid!r}")
+    return reply.record

@@ -1,0 +1,696 @@
+"""Sans-IO codec of the Durus client/server protocol, version 1 (PROTOCOL.md).
+
+Owns the bytes of every request and reply, and the per-connection state that
+decides how the next bytes are framed. It must never touch a socket, a clock,
+a storage, or the object layer (no persistent, connection or pickle
+imports): the server and the client are thin loops around it, which is what
+lets tests drive every interleaving, and every hostile byte string, without
+a network.
+
+Theory of operation
+-------------------
+A connection is two byte streams. Requests carry no length prefix: one
+command byte is followed by arguments whose size the command defines, so a
+decoder must know the command before it knows where the message ends.
+Replies are worse: their shape depends on the request they answer (a load
+reply, an oid list, a status byte...), so the client-side decoder must
+remember what it asked.
+
+Each side therefore holds a small state machine:
+
+* ``ServerProtocol`` turns the client's stream into ``Request`` events.
+  After a ``Commit`` (``'C'``) the next message from the client is not a
+  command but the transaction data (``int4 T`` + ``T`` bytes), which arrives
+  as a ``CommitData`` event (with no items when the client abandons). After
+  ``Quit``, ``Goodbye`` (``'.'``) or an unknown command byte the machine is
+  closed: the server drops such a client.
+* ``ClientProtocol`` encodes requests with ``send(request) -> bytes``,
+  remembers the reply each one expects, and turns the server's stream into
+  ``Reply`` events in request order.
+
+Both have the same pull interface, after the style of h11::
+
+    proto.receive_data(data)        # bytes from the peer, any split
+    event = proto.next_event()      # a message, or NeedData(min_bytes)
+
+``next_event`` returns one complete message, or ``NeedData`` telling how
+many more bytes are needed at least before anything can be decoded (an exact
+count, so a blocking caller may read exactly that many). Bytes that can
+never form a valid message raise ``durus.error.ProtocolError``; that is the
+only exception bytes from outside can cause, and after it the machine is
+closed. Everything a peer declares (record sizes, oid counts, commit sizes)
+is checked against ``Limits`` before any buffering of that size happens.
+
+Encoding is pure: ``encode_request`` and ``encode_reply`` map a message to
+its bytes, and decoding then re-encoding a well-formed stream gives back the
+same bytes.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections import deque
+from dataclasses import dataclass, field
+
+from durus.error import ProtocolError
+
+PROTOCOL_VERSION = 1
+OID_BYTES = 8
+INT4_BYTES = 4
+RECORD_HEADER_BYTES = OID_BYTES + INT4_BYTES
+MAX_NEW_OIDS = 255  # the count of 'M' is one byte
+
+STATUS_OKAY = b"O"
+STATUS_KEYERROR = b"K"
+STATUS_INVALID = b"I"
+
+CMD_VERSION = b"V"
+CMD_LOAD = b"L"
+CMD_BULK_LOAD = b"B"
+CMD_COMMIT = b"C"
+CMD_SYNC = b"S"
+CMD_NEW_OID = b"N"
+CMD_NEW_OIDS = b"M"
+CMD_PACK = b"P"
+CMD_QUIT = b"Q"
+CMD_GOODBYE = b"."
+
+MiB = 1024 * 1024
+_int4 = struct.Struct(">I")
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Upper bounds on everything a peer declares; exceeding one is a ProtocolError."""
+
+    max_record_bytes: int = 256 * MiB
+    max_commit_bytes: int = 256 * MiB
+    max_commit_records: int = 2_000_000
+    max_bulk_load_oids: int = 100_000
+    max_invalidation_oids: int = 10_000_000
+
+    def __post_init__(self) -> None:
+        for name in self.__dataclass_fields__:
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"Limits.{name} must be a positive int, got {value!r}")
+
+
+DEFAULT_LIMITS = Limits()
+
+
+def int4(n: int) -> bytes:
+    """4 big-endian bytes of ``n``; ValueError when it does not fit."""
+    if not 0 <= n <= 0xFFFFFFFF:
+        raise ValueError(f"{n} does not fit in an unsigned 32-bit integer")
+    return _int4.pack(n)
+
+
+def _read_int4(buffer: bytes | bytearray | memoryview, pos: int) -> int:
+    value: int = _int4.unpack_from(buffer, pos)[0]
+    return value
+
+
+def _check_oid(oid: bytes) -> bytes:
+    if not isinstance(oid, bytes) or len(oid) != OID_BYTES:
+        raise ValueError(f"an oid must be 8 bytes, got {oid!r}")
+    return oid
+
+
+def check_record(oid: bytes, record: bytes, limits: Limits = DEFAULT_LIMITS) -> None:
+    """ProtocolError unless ``record`` is a well-formed object record of ``oid``."""
+    if len(record) < RECORD_HEADER_BYTES:
+        raise ProtocolError(f"record of {len(record)} bytes is shorter than its header")
+    if len(record) > limits.max_record_bytes:
+        raise ProtocolError(f"record of {len(record)} bytes exceeds {limits.max_record_bytes}")
+    if record[:OID_BYTES] != oid:
+        raise ProtocolError(f"record begins with oid {record[:OID_BYTES]!r}, expected {oid!r}")
+    data_end = RECORD_HEADER_BYTES + _read_int4(record, OID_BYTES)
+    if data_end > len(record) or (len(record) - data_end) % OID_BYTES:
+        raise ProtocolError(f"record of oid {oid!r} has a malformed data length or refs")
+
+
+# ---------------------------------------------------------------- messages
+
+
+@dataclass(frozen=True)
+class NeedData:
+    """No complete message yet: at least ``min_bytes`` more bytes are needed."""
+
+    min_bytes: int
+
+
+@dataclass(frozen=True)
+class Version:
+    protocol: int = PROTOCOL_VERSION
+
+
+@dataclass(frozen=True)
+class Load:
+    oid: bytes
+
+
+@dataclass(frozen=True)
+class BulkLoad:
+    oids: tuple[bytes, ...]
+
+
+@dataclass(frozen=True)
+class Commit:
+    """``'C'``: the client asks to commit; the server answers with its invalidations."""
+
+
+@dataclass(frozen=True)
+class CommitData:
+    """The second half of a commit: ``(oid, record)`` items; none means abandoned."""
+
+    items: tuple[tuple[bytes, bytes], ...] = ()
+
+    @property
+    def abandoned(self) -> bool:
+        return not self.items
+
+    @property
+    def tdata_bytes(self) -> int:
+        """T, the byte length of the items on the wire."""
+        return sum(INT4_BYTES + OID_BYTES + len(record) for _oid, record in self.items)
+
+
+@dataclass(frozen=True)
+class Sync:
+    pass
+
+
+@dataclass(frozen=True)
+class NewOid:
+    pass
+
+
+@dataclass(frozen=True)
+class NewOids:
+    count: int
+
+
+@dataclass(frozen=True)
+class Pack:
+    pass
+
+
+@dataclass(frozen=True)
+class Quit:
+    pass
+
+
+@dataclass(frozen=True)
+class Goodbye:
+    """``'.'``: what ClientStorage.close() sends; the server drops the connection."""
+
+
+@dataclass(frozen=True)
+class UnknownCommand:
+    code: bytes
+
+
+Request = (
+    Version | Load | BulkLoad | Commit | CommitData | Sync | NewOid | NewOids | Pack | Quit
+    | Goodbye | UnknownCommand
+)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class VersionReply:
+    protocol: int = PROTOCOL_VERSION
+
+
+@dataclass(frozen=True)
+class LoadReply:
+    """``status`` is STATUS_OKAY (with the record), STATUS_KEYERROR or STATUS_INVALID."""
+
+    status: bytes
+    record: bytes = b""
+
+
+@dataclass(frozen=True)
+class BulkLoadReply:
+    replies: tuple[LoadReply, ...]
+
+
+@dataclass(frozen=True)
+class InvalidationsReply:
+    """The oids invalidated for this client: the answer to ``'S'`` and to ``'C'``."""
+
+    oids: tuple[bytes, ...]
+
+
+@dataclass(frozen=True)
+class CommitStatus:
+    status: bytes
+
+
+@dataclass(frozen=True)
+class NewOidsReply:
+    oids: tuple[bytes, ...]
+
+
+@dataclass(frozen=True)
+class PackReply:
+    status: bytes = STATUS_OKAY
+
+
+Reply = (
+    VersionReply | LoadReply | BulkLoadReply | InvalidationsReply | CommitStatus | NewOidsReply
+    | PackReply
+)  # fmt: skip
+
+
+# ---------------------------------------------------------------- encoders
+
+
+def encode_tdata(items: tuple[tuple[bytes, bytes], ...] | list[tuple[bytes, bytes]]) -> bytes:
+    """``int4 T`` followed by the items, each ``int4(8 + len(record)) + oid + record``."""
+    parts = []
+    for oid, record in items:
+        parts.append(int4(OID_BYTES + len(record)))
+        parts.append(_check_oid(oid))
+        parts.append(record)
+    body = b"".join(parts)
+    encoded = int4(len(body)) + body
+    assert len(encoded) == INT4_BYTES + sum(12 + len(r) for _o, r in items)
+    return encoded
+
+
+def encode_request(request: Request) -> bytes:
+    """The bytes of one request (for CommitData: the tdata message)."""
+    if isinstance(request, Version):
+        return CMD_VERSION + int4(request.protocol)
+    if isinstance(request, Load):
+        return CMD_LOAD + _check_oid(request.oid)
+    if isinstance(request, BulkLoad):
+        oids = b"".join(_check_oid(oid) for oid in request.oids)
+        return CMD_BULK_LOAD + int4(len(request.oids)) + oids
+    if isinstance(request, CommitData):
+        return encode_tdata(request.items)
+    if isinstance(request, NewOids):
+        if not 0 <= request.count <= MAX_NEW_OIDS:
+            raise ValueError(f"M asks for 0..{MAX_NEW_OIDS} oids, not {request.count}")
+        return CMD_NEW_OIDS + bytes((request.count,))
+    if isinstance(request, UnknownCommand):
+        if len(request.code) != 1 or request.code in _ALL_COMMANDS:
+            raise ValueError(f"{request.code!r} is not an unknown command byte")
+        return request.code
+    for code, kind in _SIMPLE_REQUESTS.items():
+        if isinstance(request, kind):
+            return code
+    raise TypeError(f"not a request: {request!r}")
+
+
+def encode_load_reply(reply: LoadReply) -> bytes:
+    if reply.status == STATUS_OKAY:
+        return STATUS_OKAY + int4(len(reply.record)) + reply.record
+    if reply.status in (STATUS_KEYERROR, STATUS_INVALID) and not reply.record:
+        return reply.status
+    raise ValueError(f"not a load reply: {reply!r}")
+
+
+def encode_oid_list(oids: tuple[bytes, ...] | list[bytes]) -> bytes:
+    """``int4 k`` followed by ``k`` oids."""
+    return int4(len(oids)) + b"".join(_check_oid(oid) for oid in oids)
+
+
+def encode_reply(reply: Reply) -> bytes:
+    """The bytes of one reply."""
+    if isinstance(reply, VersionReply):
+        return int4(reply.protocol)
+    if isinstance(reply, LoadReply):
+        return encode_load_reply(reply)
+    if isinstance(reply, BulkLoadReply):
+        return b"".join(encode_load_reply(r) for r in reply.replies)
+    if isinstance(reply, InvalidationsReply):
+        return encode_oid_list(reply.oids)
+    if isinstance(reply, CommitStatus):
+        if reply.status not in (STATUS_OKAY, STATUS_INVALID):
+            raise ValueError(f"not a commit status: {reply.status!r}")
+        return reply.status
+    if isinstance(reply, NewOidsReply):
+        return b"".join(_check_oid(oid) for oid in reply.oids)
+    if isinstance(reply, PackReply):
+        return reply.status
+    raise TypeError(f"not a reply: {reply!r}")
+
+
+_SIMPLE_REQUESTS: dict[bytes, type] = {
+    CMD_COMMIT: Commit,
+    CMD_SYNC: Sync,
+    CMD_NEW_OID: NewOid,
+    CMD_PACK: Pack,
+    CMD_QUIT: Quit,
+    CMD_GOODBYE: Goodbye,
+}
+_ALL_COMMANDS = frozenset(_SIMPLE_REQUESTS) | {CMD_VERSION, CMD_LOAD, CMD_BULK_LOAD, CMD_NEW_OIDS}
+
+
+# ---------------------------------------------------------------- decoding helpers
+
+
+class _Buffer:
+    """Received bytes with a read position; consumed bytes are dropped lazily."""
+
+    def __init__(self) -> None:
+        self.data = bytearray()
+        self.pos = 0
+
+    def __len__(self) -> int:
+        return len(self.data) - self.pos
+
+    def append(self, data: bytes) -> None:
+        if self.pos and self.pos * 2 >= len(self.data):
+            del self.data[: self.pos]
+            self.pos = 0
+        self.data += data
+
+    def peek(self, size: int, offset: int = 0) -> bytes:
+        start = self.pos + offset
+        assert start + size <= len(self.data)
+        return bytes(self.data[start : start + size])
+
+    def int4_at(self, offset: int) -> int:
+        return _read_int4(self.data, self.pos + offset)
+
+    def take(self, size: int) -> bytes:
+        assert size <= len(self)
+        chunk = bytes(self.data[self.pos : self.pos + size])
+        self.pos += size
+        return chunk
+
+
+def _split_oids(blob: bytes) -> tuple[bytes, ...]:
+    assert len(blob) % OID_BYTES == 0
+    return tuple(blob[i : i + OID_BYTES] for i in range(0, len(blob), OID_BYTES))
+
+
+def parse_tdata(body: bytes, limits: Limits = DEFAULT_LIMITS) -> tuple[tuple[bytes, bytes], ...]:
+    """The ``(oid, record)`` items of transaction data ``body`` (without its int4 T).
+
+    ProtocolError when the item lengths do not add up to exactly ``len(body)``,
+    a record is malformed or does not begin with its item's oid, an oid
+    repeats, or there are more than ``limits.max_commit_records`` items.
+    """
+    items: list[tuple[bytes, bytes]] = []
+    seen: set[bytes] = set()
+    pos = 0
+    while pos < len(body):
+        if len(body) - pos < INT4_BYTES:
+            raise ProtocolError(f"transaction data ends inside an item length at {pos}")
+        item_bytes = _read_int4(body, pos)
+        end = pos + INT4_BYTES + item_bytes
+        if item_bytes < OID_BYTES + RECORD_HEADER_BYTES or end > len(body):
+            raise ProtocolError(f"item length {item_bytes} at {pos} overruns the transaction")
+        oid = body[pos + INT4_BYTES : pos + INT4_BYTES + OID_BYTES]
+        record = body[pos + INT4_BYTES + OID_BYTES : end]
+        check_record(oid, record, limits)
+        if oid in seen:
+            raise ProtocolError(f"oid {oid!r} appears twice in one transaction")
+        if len(items) >= limits.max_commit_records:
+            raise ProtocolError(f"more than {limits.max_commit_records} records in one commit")
+        seen.add(oid)
+        items.append((oid, record))
+        pos = end
+    assert pos == len(body)
+    return tuple(items)
+
+
+# ---------------------------------------------------------------- server side
+
+AWAITING_COMMAND = "awaiting command"
+AWAITING_TDATA = "awaiting transaction data"
+CLOSED = "closed"
+
+
+class ServerProtocol:
+    """The server's view of one client: bytes in, ``Request`` events out."""
+
+    def __init__(self, limits: Limits = DEFAULT_LIMITS) -> None:
+        self.limits = limits
+        self.state = AWAITING_COMMAND
+        self._buffer = _Buffer()
+
+    @property
+    def buffered_bytes(self) -> int:
+        return len(self._buffer)
+
+    def receive_data(self, data: bytes) -> None:
+        """Add bytes from the client. Bytes arriving after the close are ignored."""
+        if self.state != CLOSED:
+            self._buffer.append(data)
+
+    def next_event(self) -> Request | NeedData:
+        """The next complete request, or NeedData; ProtocolError for invalid bytes."""
+        if self.state == CLOSED:
+            raise ProtocolError("the connection is closed: no more requests")
+        try:
+            event: Request | NeedData
+            if self.state == AWAITING_TDATA:
+                event = self._next_tdata()
+            else:
+                event = self._next_command()
+        except ProtocolError:
+            self.state = CLOSED
+            raise
+        self._advance_state(event)
+        return event
+
+    def _advance_state(self, event: Request | NeedData) -> None:
+        if isinstance(event, Commit):
+            self.state = AWAITING_TDATA
+        elif isinstance(event, CommitData):
+            self.state = AWAITING_COMMAND
+        elif isinstance(event, (Quit, Goodbye, UnknownCommand)):
+            self.state = CLOSED
+
+    def _next_tdata(self) -> CommitData | NeedData:
+        buffer = self._buffer
+        if len(buffer) < INT4_BYTES:
+            return NeedData(INT4_BYTES - len(buffer))
+        tdata_bytes = buffer.int4_at(0)
+        if tdata_bytes > self.limits.max_commit_bytes:
+            raise ProtocolError(
+                f"transaction of {tdata_bytes} bytes exceeds {self.limits.max_commit_bytes}"
+            )
+        if len(buffer) < INT4_BYTES + tdata_bytes:
+            return NeedData(INT4_BYTES + tdata_bytes - len(buffer))
+        buffer.take(INT4_BYTES)
+        items = parse_tdata(buffer.take(tdata_bytes), self.limits)
+        assert bool(items) == (tdata_bytes > 0)
+        return CommitData(items)
+
+    def _next_command(self) -> Request | NeedData:
+        buffer = self._buffer
+        if not buffer:
+            return NeedData(1)
+        code = buffer.peek(1)
+        if code in _SIMPLE_REQUESTS:
+            buffer.take(1)
+            request: Request = _SIMPLE_REQUESTS[code]()
+            return request
+        if code == CMD_VERSION:
+            return self._fixed(INT4_BYTES, lambda b: Version(_read_int4(b, 0)))
+        if code == CMD_LOAD:
+            return self._fixed(OID_BYTES, Load)
+        if code == CMD_NEW_OIDS:
+            return self._fixed(1, lambda b: NewOids(b[0]))
+        if code == CMD_BULK_LOAD:
+            return self._next_bulk_load()
+        buffer.take(1)
+        return UnknownCommand(code)
+
+    def _fixed(self, size: int, build: object) -> Request | NeedData:
+        """A command byte followed by ``size`` argument bytes given to ``build``."""
+        buffer = self._buffer
+        if len(buffer) < 1 + size:
+            return NeedData(1 + size - len(buffer))
+        buffer.take(1)
+        request: Request = build(buffer.take(size))  # type: ignore[operator]
+        return request
+
+    def _next_bulk_load(self) -> BulkLoad | NeedData:
+        buffer = self._buffer
+        if len(buffer) < 1 + INT4_BYTES:
+            return NeedData(1 + INT4_BYTES - len(buffer))
+        count = buffer.int4_at(1)
+        if count > self.limits.max_bulk_load_oids:
+            raise ProtocolError(
+                f"bulk load of {count} oids exceeds {self.limits.max_bulk_load_oids}"
+            )
+        size = 1 + INT4_BYTES + count * OID_BYTES
+        if len(buffer) < size:
+            return NeedData(size - len(buffer))
+        buffer.take(1 + INT4_BYTES)
+        oids = _split_oids(buffer.take(count * OID_BYTES))
+        assert len(oids) == count
+        return BulkLoad(oids)
+
+
+# ---------------------------------------------------------------- client side
+
+
+@dataclass
+class _Expected:
+    """One reply the client is waiting for, and what it asked."""
+
+    kind: str
+    request: Request
+    collected: list[LoadReply] = field(default_factory=list)
+
+
+class ClientProtocol:
+    """The client's view of its connection: requests out, ``Reply`` events in."""
+
+    def __init__(self, limits: Limits = DEFAULT_LIMITS) -> None:
+        self.limits = limits
+        self.closed = False
+        self._buffer = _Buffer()
+        self._expected: deque[_Expected] = deque()
+        self._commit_open = False
+
+    @property
+    def replies_pending(self) -> int:
+        return len(self._expected)
+
+    def send(self, request: Request) -> bytes:
+        """The bytes of ``request``; the reply it expects is queued in order."""
+        if self.closed:
+            raise ProtocolError("the connection is closed")
+        if isinstance(request, CommitData) != self._commit_open:
+            raise ProtocolError(
+                "transaction data must follow a commit request, and only it"
+                if self._commit_open
+                else f"{type(request).__name__} sent outside a commit"
+            )
+        data = encode_request(request)
+        kind = _reply_kind(request)
+        if kind is not None:
+            self._expected.append(_Expected(kind, request))
+        self._commit_open = isinstance(request, Commit)
+        if isinstance(request, (Quit, Goodbye, UnknownCommand)):
+            self.closed = True
+        return data
+
+    def receive_data(self, data: bytes) -> None:
+        self._buffer.append(data)
+
+    def next_event(self) -> Reply | NeedData:
+        """The next complete reply, or NeedData; ProtocolError for invalid bytes."""
+        if not self._expected:
+            if self._buffer:
+                self.closed = True
+                raise ProtocolError(f"{len(self._buffer)} bytes arrived that nobody asked for")
+            raise ProtocolError("no reply is expected")
+        try:
+            reply = self._decode(self._expected[0])
+        except ProtocolError:
+            self.closed = True
+            self._expected.clear()
+            raise
+        if not isinstance(reply, NeedData):
+            self._expected.popleft()
+        return reply
+
+    def _decode(self, expected: _Expected) -> Reply | NeedData:
+        kind = expected.kind
+        if kind == "version":
+            return self._fixed(INT4_BYTES, lambda b: VersionReply(_read_int4(b, 0)))
+        if kind == "load":
+            return self._load_reply(expected.request)
+        if kind == "bulk":
+            return self._bulk_reply(expected)
+        if kind == "oid_list":
+            return self._oid_list()
+        if kind == "new_oids":
+            count = expected.request.count if isinstance(expected.request, NewOids) else 1
+            return self._fixed(count * OID_BYTES, lambda b: NewOidsReply(_split_oids(b)))
+        assert kind in ("commit_status", "pack_status")
+        return self._status(kind)
+
+    def _fixed(self, size: int, build: object) -> Reply | NeedData:
+        if len(self._buffer) < size:
+            return NeedData(size - len(self._buffer))
+        reply: Reply = build(self._buffer.take(size))  # type: ignore[operator]
+        return reply
+
+    def _status(self, kind: str) -> Reply | NeedData:
+        if not self._buffer:
+            return NeedData(1)
+        status = self._buffer.take(1)
+        if kind == "pack_status":
+            if status != STATUS_OKAY:
+                raise ProtocolError(f"server returned invalid status {status!r} to pack")
+            return PackReply(status)
+        if status not in (STATUS_OKAY, STATUS_INVALID):
+            raise ProtocolError(f"server returned invalid status {status!r}")
+        return CommitStatus(status)
+
+    def _load_reply(self, request: Request) -> LoadReply | NeedData:
+        buffer = self._buffer
+        if not buffer:
+            return NeedData(1)
+        status = buffer.peek(1)
+        if status in (STATUS_KEYERROR, STATUS_INVALID):
+            buffer.take(1)
+            return LoadReply(status)
+        if status != STATUS_OKAY:
+            oid = getattr(request, "oid", None)
+            raise ProtocolError(f"status={status!r}, oid={oid!r}")
+        if len(buffer) < 1 + INT4_BYTES:
+            return NeedData(1 + INT4_BYTES - len(buffer))
+        size = buffer.int4_at(1)
+        if size > self.limits.max_record_bytes:
+            raise ProtocolError(f"record of {size} bytes exceeds {self.limits.max_record_bytes}")
+        if len(buffer) < 1 + INT4_BYTES + size:
+            return NeedData(1 + INT4_BYTES + size - len(buffer))
+        buffer.take(1 + INT4_BYTES)
+        return LoadReply(STATUS_OKAY, buffer.take(size))
+
+    def _bulk_reply(self, expected: _Expected) -> BulkLoadReply | NeedData:
+        assert isinstance(expected.request, BulkLoad)
+        oids = expected.request.oids
+        while len(expected.collected) < len(oids):
+            reply = self._load_reply(Load(oids[len(expected.collected)]))
+            if isinstance(reply, NeedData):
+                return reply
+            expected.collected.append(reply)
+        assert len(expected.collected) == len(oids)
+        return BulkLoadReply(tuple(expected.collected))
+
+    def _oid_list(self) -> InvalidationsReply | NeedData:
+        buffer = self._buffer
+        if len(buffer) < INT4_BYTES:
+            return NeedData(INT4_BYTES - len(buffer))
+        count = buffer.int4_at(0)
+        if count > self.limits.max_invalidation_oids:
+            raise ProtocolError(f"list of {count} oids exceeds {self.limits.max_invalidation_oids}")
+        size = INT4_BYTES + count * OID_BYTES
+        if len(buffer) < size:
+            return NeedData(size - len(buffer))
+        buffer.take(INT4_BYTES)
+        return InvalidationsReply(_split_oids(buffer.take(count * OID_BYTES)))
+
+
+def _reply_kind(request: Request) -> str | None:
+    """The kind of reply ``request`` expects, or None when it expects none."""
+    if isinstance(request, Version):
+        return "version"
+    if isinstance(request, Load):
+        return "load"
+    if isinstance(request, BulkLoad):
+        return "bulk" if request.oids else None
+    if isinstance(request, (Commit, Sync)):
+        return "oid_list"
+    if isinstance(request, CommitData):
+        return None if request.abandoned else "commit_status"
+    if isinstance(request, NewOid):
+        return "new_oids"
+    if isinstance(request, NewOids):
+        return "new_oids" if request.count else None
+    if isinstance(request, Pack):
+        return "pack_status"
+    return None

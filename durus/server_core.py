@@ -1,0 +1,648 @@
+"""The storage server's semantics, without sockets: what each client's bytes do.
+
+Owns the state PROTOCOL.md sections 3-5 give a server: for each client its
+``invalid`` set and ``unused_oids`` set; storage-wide the running packer and
+``bytes_since_pack``. Bytes in, bytes out: ``ServerCore`` never touches a
+socket, a selector or a clock, so tests (and ``LoopbackSocket``) drive it
+in-process, single-threaded and deterministically. ``durus.storage_server``
+is the thin non-blocking loop that connects it to real sockets.
+
+Interface::
+
+    core = ServerCore(storage, gcbytes=0)
+    client_id = core.connect()
+    output = core.receive(client_id, data)  # feed + commit + gc check + take_output
+    output.data          # bytes to send back to that client
+    output.close_reason  # not None: send output.data, then drop the client
+    core.quit_requested  # a client sent 'Q': close the storage and stop serving
+    core.run_idle_step() # one packer step; True when a pack is running
+    core.disconnect(client_id)
+
+The socket loop uses the finer-grained steps behind ``receive``: ``feed``
+every readable client, then one ``commit_pending`` for the whole pass, then
+``after_pass`` and ``take_output`` per client. Replies may also appear for a
+client that sent nothing (its commit turn came, see below), so the loop
+collects output from every client each pass. ``LoopbackSocket(core)`` is a
+socket-like object for ``ClientStorage(socket=...)`` on top of ``receive``.
+
+Robustness (API.md section 23, warts 6-8, 10): malformed bytes, a refused
+commit or any exception while handling one client's request closes that
+client only, with a logged reason, and nothing stored changes; an exception
+from a packer step abandons the pack and the server carries on. A commit to
+a storage that cannot write (e.g. read-only) is handled the same way: the
+client is dropped with a logged reason (it sees the connection close).
+
+Commits inside commits. Conflict detection is the client's (PROTOCOL.md
+5.4): it compares the invalidation list it gets at the start of its commit
+with what it read. That is only sound if no other commit lands between the
+list and the transaction data, which Durus's blocking server guaranteed by
+serving one request at a time. This core offers two sound choices:
+
+* ``serialize_commits=True`` (what StorageServer uses): a client's ``'C'``
+  waits while another client is inside its commit, then gets its list;
+  loads and syncs are never held up.
+* ``serialize_commits=False`` (the default, for single-threaded in-process
+  drivers that cannot block): commits interleave, and a commit is refused
+  with STATUS_INVALID when anything was committed after its list was sent,
+  since the server cannot know whether the client read it.
+
+In both modes the server also refuses (STATUS_INVALID) a commit that writes
+an oid its own invalidation list named: a real client never does that, a
+careless one would silently overwrite a change it was told about.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from durus.error import ConflictError, ProtocolError, ReadConflictError
+from durus.logger import log
+from durus.protocol import (
+    DEFAULT_LIMITS,
+    MAX_NEW_OIDS,
+    PROTOCOL_VERSION,
+    STATUS_INVALID,
+    STATUS_KEYERROR,
+    STATUS_OKAY,
+    BulkLoad,
+    Commit,
+    CommitData,
+    Goodbye,
+    Limits,
+    Load,
+    NeedData,
+    NewOid,
+    NewOids,
+    Pack,
+    Quit,
+    Request,
+    ServerProtocol,
+    Sync,
+    UnknownCommand,
+    Version,
+    encode_oid_list,
+    int4,
+)
+
+DEFAULT_GCBYTES = 0
+DEFAULT_REPLY_BACKLOG_BYTES = 8 * 1024 * 1024
+COMMIT_OVERHEAD_BYTES = 8  # bytes_since_pack grows by T + 8 per commit (PROTOCOL.md 5.4)
+
+
+class ClientError(Exception):
+    """A reason to drop one client; the server keeps serving the others."""
+
+
+@dataclass(frozen=True)
+class ClientOutput:
+    """What to do for one client: send ``data``, then close when ``close_reason`` is set."""
+
+    data: bytes = b""
+    close_reason: str | None = None
+
+
+class _Client:
+    """The server's state for one connected client."""
+
+    def __init__(self, client_id: int, limits: Limits) -> None:
+        self.client_id = client_id
+        self.protocol = ServerProtocol(limits)
+        self.invalid: set[bytes] = set()
+        self.unused_oids: set[bytes] = set()
+        self.outbox = bytearray()
+        self.close_reason: str | None = None
+        self.pending_commit: CommitData | None = None
+        self.commit_list_sent: frozenset[bytes] = frozenset()
+        self.waiting_for_commit_turn = False  # its 'C' waits for another client's commit
+        self.paused = False  # handling stopped because too many reply bytes wait
+
+    def __repr__(self) -> str:
+        return f"<client {self.client_id}>"
+
+    @property
+    def live(self) -> bool:
+        return self.close_reason is None
+
+
+class ServerCore:
+    """Server semantics for any Storage, driven by bytes; see the module docstring."""
+
+    def __init__(
+        self, storage: Any, gcbytes: int | float = DEFAULT_GCBYTES,
+        limits: Limits = DEFAULT_LIMITS, max_reply_backlog_bytes: int = DEFAULT_REPLY_BACKLOG_BYTES,
+        serialize_commits: bool = False,
+    ) -> None:  # fmt: skip
+        if isinstance(gcbytes, bool) or not isinstance(gcbytes, (int, float)):
+            raise TypeError(f"gcbytes must be a number, not {type(gcbytes).__name__}")
+        self.storage = storage
+        self.gcbytes = gcbytes
+        self.limits = limits
+        self.max_reply_backlog_bytes = max_reply_backlog_bytes
+        self.bytes_since_pack = 0
+        self.packer: Any = None
+        self.quit_requested = False
+        self.clients: dict[int, _Client] = {}
+        self._next_client_id = 1
+        self._commit_queue: list[_Client] = []
+        self.serialize_commits = serialize_commits
+        self.commit_turn: _Client | None = None  # inside its commit (serialize_commits)
+        self._commit_turn_waiters: deque[_Client] = deque()
+
+    # ------------------------------------------------------------ connections
+
+    def connect(self) -> int:
+        """Register a new client; its id is used in every later call."""
+        client_id = self._next_client_id
+        self._next_client_id += 1
+        self.clients[client_id] = _Client(client_id, self.limits)
+        assert client_id in self.clients
+        return client_id
+
+    def disconnect(self, client_id: int) -> None:
+        """Forget a client (idempotent); its unused oids are never handed out again."""
+        client = self.clients.pop(client_id, None)
+        if client is not None:
+            self._commit_queue = [c for c in self._commit_queue if c is not client]
+            self._end_commit_turn(client)
+            log(10, "Client %s disconnected", client_id)
+        assert client_id not in self.clients
+
+    def receive(self, client_id: int, data: bytes) -> ClientOutput:
+        """Handle ``data`` from one client completely and return everything to send it."""
+        self.feed(client_id, data)
+        chunks = []
+        while True:
+            self.commit_pending()
+            self.after_pass()
+            output = self.take_output(client_id)
+            chunks.append(output.data)
+            backlog = self.buffered_bytes(client_id)
+            if output.close_reason is not None or not backlog:
+                return ClientOutput(b"".join(chunks), output.close_reason)
+            self.feed(client_id, b"")
+            if self.buffered_bytes(client_id) == backlog and not self.has_output(client_id):
+                return ClientOutput(b"".join(chunks), None)  # only a partial message is left
+
+    def feed(self, client_id: int, data: bytes) -> None:
+        """Buffer ``data`` and handle complete requests; commits wait for commit_pending.
+
+        Handling pauses while more than ``max_reply_backlog_bytes`` of replies
+        wait in the outbox; ``feed(client_id, b"")`` after ``take_output``
+        resumes it.
+        """
+        client = self._client(client_id)
+        if client.live:
+            client.protocol.receive_data(data)
+            self._dispatch(client)
+
+    def take_output(self, client_id: int) -> ClientOutput:
+        """The bytes produced for a client since the last call, and whether to close it."""
+        client = self._client(client_id)
+        output = ClientOutput(bytes(client.outbox), client.close_reason)
+        client.outbox.clear()
+        return output
+
+    def has_output(self, client_id: int) -> bool:
+        return bool(self._client(client_id).outbox)
+
+    def buffered_bytes(self, client_id: int) -> int:
+        """Received bytes of a client not yet handled (a partial message); 0 if unknown."""
+        client = self.clients.get(client_id)
+        return 0 if client is None or not client.live else client.protocol.buffered_bytes
+
+    def _client(self, client_id: int) -> _Client:
+        client = self.clients.get(client_id)
+        if client is None:
+            raise KeyError(f"no connected client {client_id}")
+        return client
+
+    def _close(self, client: _Client, reason: str, level: int = logging.WARNING) -> None:
+        """Mark ``client`` for closing; it is no longer live for oid checks."""
+        if client.live:
+            log(level, "Dropping client %s: %s", client.client_id, reason)
+            client.close_reason = reason
+            client.unused_oids.clear()
+            client.invalid.clear()
+            client.pending_commit = None
+            self._end_commit_turn(client)
+        assert not client.live
+
+    # ------------------------------------------------------------ dispatch
+
+    def _dispatch(self, client: _Client) -> None:
+        """Handle the client's complete requests until it waits on a commit or closes."""
+        while client.live and client.pending_commit is None and not self.quit_requested:
+            if client.waiting_for_commit_turn:
+                return
+            client.paused = len(client.outbox) >= self.max_reply_backlog_bytes
+            if client.paused:
+                return
+            try:
+                event = client.protocol.next_event()
+            except ProtocolError as error:
+                self._close(client, f"protocol error: {error}")
+                return
+            if isinstance(event, NeedData):
+                return
+            try:
+                self._handle(client, event)
+            except Exception as error:  # a storage failure must not take down the server
+                logging.getLogger("durus").debug("request failed", exc_info=True)
+                self._close(client, f"error handling {type(event).__name__}: {error!r}")
+
+    def is_paused(self, client_id: int) -> bool:
+        """True when handling stopped for reply backlog; ``feed(client_id, b"")`` resumes."""
+        client = self.clients.get(client_id)
+        return client is not None and client.live and client.paused
+
+    def _handle(self, client: _Client, request: Request) -> None:
+        if isinstance(request, Load):
+            client.outbox += self._load_reply(client, request.oid)
+        elif isinstance(request, BulkLoad):
+            for oid in request.oids:
+                client.outbox += self._load_reply(client, oid)
+        elif isinstance(request, Commit):
+            self._begin_commit(client)
+        elif isinstance(request, Sync):
+            self._send_invalidations(client, committing=False)
+        elif isinstance(request, CommitData):
+            self._receive_commit_data(client, request)
+        elif isinstance(request, (NewOid, NewOids)):
+            count = request.count if isinstance(request, NewOids) else 1
+            client.outbox += b"".join(self._new_oids(client, count))
+        elif isinstance(request, Version):
+            client.outbox += int4(PROTOCOL_VERSION)
+            if request.protocol != PROTOCOL_VERSION:
+                self._close(client, f"protocol version mismatch: client sent {request.protocol}")
+        elif isinstance(request, Pack):
+            self.start_pack()
+            client.outbox += STATUS_OKAY
+        elif isinstance(request, Quit):
+            log(20, "Quit")
+            self.quit_requested = True
+            self._close(client, "quit", logging.DEBUG)
+        elif isinstance(request, Goodbye):
+            self._close(client, "goodbye", logging.DEBUG)
+        else:
+            assert isinstance(request, UnknownCommand)
+            self._close(client, f"No such command code: {request.code!r}", logging.DEBUG)
+
+    def _load_reply(self, client: _Client, oid: bytes) -> bytes:
+        if oid in client.invalid:
+            return STATUS_INVALID
+        try:
+            record = self.storage.load(oid)
+        except ReadConflictError:
+            return STATUS_INVALID
+        except KeyError:
+            return STATUS_KEYERROR
+        if not isinstance(record, (bytes, bytearray)):
+            raise ClientError(f"storage returned {type(record).__name__} for oid {oid!r}")
+        return STATUS_OKAY + int4(len(record)) + bytes(record)
+
+    # ------------------------------------------------------------ invalidations and oids
+
+    def _sync_storage(self) -> None:
+        """Oids the storage reports (removed by a pack) become invalid for every client."""
+        removed = self.storage.sync()
+        if removed:
+            log(8, "Storage reported %s invalidations", len(removed))
+            for other in self.clients.values():
+                if other.live:
+                    other.invalid.update(removed)
+
+    def _send_invalidations(self, client: _Client, committing: bool) -> None:
+        self._sync_storage()
+        oids = sorted(client.invalid)
+        client.outbox += encode_oid_list(oids)
+        client.invalid.clear()
+        client.commit_list_sent = frozenset(oids) if committing else frozenset()
+        assert not client.invalid
+
+    def _new_oids(self, client: _Client, count: int) -> list[bytes]:
+        """``count`` fresh oids from the storage, skipping any client's invalid oids."""
+        assert 0 <= count <= MAX_NEW_OIDS
+        max_skips = sum(len(c.invalid) + len(c.unused_oids) for c in self.clients.values())
+        oids: list[bytes] = []
+        skips = 0
+        while len(oids) < count:
+            oid = self.storage.new_oid()
+            if self._oid_is_claimed(oid):
+                skips += 1
+                if skips > max_skips:
+                    raise ClientError("storage keeps handing out oids that are in use")
+                continue
+            oids.append(oid)
+        client.unused_oids.update(oids)
+        assert len(set(oids)) == count
+        return oids
+
+    def _oid_is_claimed(self, oid: bytes) -> bool:
+        return any(oid in c.invalid or oid in c.unused_oids for c in self.clients.values())
+
+    # ------------------------------------------------------------ commits
+
+    def _begin_commit(self, client: _Client) -> None:
+        """Send the commit's invalidation list now, or when the client's turn comes."""
+        if self.serialize_commits and self.commit_turn not in (None, client):
+            client.waiting_for_commit_turn = True
+            self._commit_turn_waiters.append(client)
+            return
+        if self.serialize_commits:
+            self.commit_turn = client
+        self._send_invalidations(client, committing=True)
+        assert not self.serialize_commits or self.commit_turn is client
+
+    def _end_commit_turn(self, client: _Client) -> None:
+        """``client`` left its commit (done, abandoned or dropped): the next waiter goes on."""
+        if client in self._commit_turn_waiters:
+            self._commit_turn_waiters.remove(client)
+        if self.commit_turn is not client:
+            return
+        self.commit_turn = None
+        while self._commit_turn_waiters and self.commit_turn is None:
+            waiter = self._commit_turn_waiters.popleft()
+            waiter.waiting_for_commit_turn = False
+            if waiter.live and self.clients.get(waiter.client_id) is waiter:
+                self._begin_commit(waiter)
+                self._dispatch(waiter)  # its transaction data may be buffered already
+
+    def holds_commit_turn(self, client_id: int) -> bool:
+        """True while the client is between its commit's list and its transaction data."""
+        turn = self.commit_turn
+        return turn is not None and turn.client_id == client_id
+
+    def _receive_commit_data(self, client: _Client, data: CommitData) -> None:
+        if data.abandoned:
+            client.commit_list_sent = frozenset()
+            self._end_commit_turn(client)
+            return
+        client.pending_commit = data
+        self._commit_queue.append(client)
+        assert client in self._commit_queue
+
+    def commit_pending(self) -> None:
+        """Check and write every commit received so far, in arrival order, as one group."""
+        while self._commit_queue:
+            group = [c for c in self._commit_queue if c.live and c.pending_commit is not None]
+            self._commit_queue = []
+            accepted = self._check_group(group)
+            written = self._write_group(accepted)
+            for client, data in written:
+                self._apply_commit(client, data)
+            for client in group:
+                client.pending_commit = None
+                client.commit_list_sent = frozenset()
+                self._end_commit_turn(client)
+                self._dispatch(client)  # requests pipelined behind the commit
+
+    def _check_group(self, group: list[_Client]) -> list[tuple[_Client, CommitData]]:
+        """The commits of ``group`` that may be written; the others are answered now."""
+        accepted: list[tuple[_Client, CommitData]] = []
+        written_oids: set[bytes] = set()
+        for client in group:
+            data = client.pending_commit
+            assert data is not None and not data.abandoned
+            oids = [oid for oid, _record in data.items]
+            if self._is_stale(client, oids, bool(written_oids)):
+                log(10, "Commit by client %s refused: its view is stale", client.client_id)
+                client.outbox += STATUS_INVALID
+                continue
+            foreign = self._foreign_unused_oid(client, oids)
+            if foreign is not None:
+                self._close(client, f"invalid oid: {foreign!r} belongs to another client")
+                continue
+            written_oids.update(oids)
+            accepted.append((client, data))
+        return accepted
+
+    def _is_stale(self, client: _Client, oids: list[bytes], others_landed: bool) -> bool:
+        """True when the client's commit may rest on data changed since its list was sent.
+
+        The server does not know what the client read, so any commit that
+        landed after the list was sent (its oids are now in ``client.invalid``,
+        or it was accepted earlier in this group) makes this one unsafe; so
+        does writing an oid the list itself named.
+        """
+        return bool(client.invalid) or others_landed or not client.commit_list_sent.isdisjoint(oids)
+
+    def _foreign_unused_oid(self, client: _Client, oids: Iterable[bytes]) -> bytes | None:
+        """The first of ``oids`` handed to another live client and not used by it yet."""
+        for oid in oids:
+            for other in self.clients.values():
+                if other is not client and other.live and oid in other.unused_oids:
+                    return oid
+        return None
+
+    def _write_group(
+        self, accepted: list[tuple[_Client, CommitData]]
+    ) -> list[tuple[_Client, CommitData]]:
+        """Write the accepted transactions, each its own begin/store/end; return those written.
+
+        The one place that knows how transactions reach the storage. Protocol
+        1 lets at most one commit land per invalidation-list round trip (see
+        the module docstring), so sharing an fsync means deferring it: write
+        without fsync here, pass the commit turn on, fsync once for the
+        commits written meanwhile, and only then send their STATUS_OKAY.
+        """
+        written = []
+        for client, data in accepted:
+            if self._write_one(client, data):
+                written.append((client, data))
+        return written
+
+    def _write_one(self, client: _Client, data: CommitData) -> bool:
+        storage = self.storage
+        if _is_readonly(storage):
+            self._close(client, "commit refused: the storage is read-only")
+            return False
+        try:
+            storage.begin()
+            for oid, record in data.items:
+                storage.store(oid, record)
+            storage.end()
+        except ConflictError:
+            self._discard_pending()
+            client.outbox += STATUS_INVALID
+            return False
+        except Exception as error:
+            logging.getLogger("durus").debug("commit failed", exc_info=True)
+            self._discard_pending()
+            self._close(client, f"commit refused by the storage: {error!r}")
+            return False
+        return True
+
+    def _discard_pending(self) -> None:
+        """Drop records a failed commit left pending, so they never reach the file later."""
+        try:
+            self.storage.begin()
+        except Exception:
+            logging.getLogger("durus").debug("begin() after a failed commit", exc_info=True)
+
+    def _apply_commit(self, client: _Client, data: CommitData) -> None:
+        oids = [oid for oid, _record in data.items]
+        client.unused_oids.difference_update(oids)
+        for other in self.clients.values():
+            if other is not client and other.live:
+                other.invalid.update(oids)
+        self.bytes_since_pack += data.tdata_bytes + COMMIT_OVERHEAD_BYTES
+        client.outbox += STATUS_OKAY
+        log(10, "Client %s committed %s records", client.client_id, len(oids))
+
+    # ------------------------------------------------------------ packing
+
+    def start_pack(self) -> None:
+        """Start an incremental pack unless one runs; pack at once if the storage has no packer."""
+        if self.packer is not None:
+            return
+        try:
+            packer = self.storage.get_packer()
+            if packer is None:
+                log(20, "Pack started")
+                self.storage.pack()
+                self._pack_finished()
+                return
+        except Exception as error:
+            log(logging.ERROR, "Pack failed and was abandoned: %r", error)
+            return
+        log(20, "Pack started")
+        self.packer = iter(packer)
+
+    def run_idle_step(self) -> bool:
+        """Run one packer step (call when no client is waiting); True if a pack is running."""
+        if self.packer is None:
+            return False
+        try:
+            step = next(self.packer)
+        except StopIteration:
+            self._pack_finished()
+            return False
+        except Exception as error:
+            logging.getLogger("durus").debug("pack step failed", exc_info=True)
+            log(logging.ERROR, "Pack failed and was abandoned: %r", error)
+            self.packer = None
+            return False
+        log(15, "Pack step %s", step)
+        return True
+
+    def run_until_idle(self, max_steps: int = 10_000_000) -> None:
+        """Run packer steps until no pack is running (bounded by ``max_steps``)."""
+        for _ in range(max_steps):
+            if not self.run_idle_step():
+                return
+        raise RuntimeError(f"pack still running after {max_steps} steps")
+
+    def _pack_finished(self) -> None:
+        self.packer = None
+        self.bytes_since_pack = 0
+        log(20, "Pack finished")
+
+    def after_pass(self) -> None:
+        """End of a loop pass: start a pack when gcbytes worth of commits have accumulated."""
+        if self.packer is None and 0 < self.gcbytes <= self.bytes_since_pack:
+            log(20, "gc started")
+            self.start_pack()
+            if self.packer is None:
+                self.bytes_since_pack = 0  # nothing ran incrementally: do not retry every pass
+
+
+def _is_readonly(storage: Any) -> bool:
+    is_readonly = getattr(storage, "is_readonly", None)
+    return bool(is_readonly()) if callable(is_readonly) else False
+
+
+class LoopbackSocket:
+    """A connected socket-like object whose peer is a ServerCore in this process.
+
+    ``ClientStorage(socket=LoopbackSocket(core))`` talks to ``core`` with no
+    network and no threads: ``send``/``sendall`` hand the bytes to the core
+    at once and queue its reply, ``recv`` returns queued reply bytes. A
+    ``recv`` with nothing queued cannot block (nothing else would ever run),
+    so it raises ``LoopbackStall``; after the server dropped this client it
+    returns ``b""`` like a closed socket. ``before_send(sock, data)``, when
+    given, runs before each send is delivered, so a test can slip another
+    client's actions in between two messages of this one. ``sever()``
+    simulates the server going away (the client then sees EOF).
+    """
+
+    def __init__(self, core: ServerCore, before_send: Any = None) -> None:
+        self.core = core
+        self.client_id = core.connect()
+        self.before_send = before_send
+        self.closed = False
+        self.peer_closed = False
+        self.close_reason: str | None = None
+        self._inbox = bytearray()
+
+    def __repr__(self) -> str:
+        return f"LoopbackSocket(client {self.client_id})"
+
+    def sendall(self, data: bytes | bytearray | memoryview) -> None:
+        if self.closed:
+            raise OSError("send on a closed LoopbackSocket")
+        if self.peer_closed:
+            raise BrokenPipeError(f"the server closed this connection: {self.close_reason}")
+        if self.before_send is not None:
+            self.before_send(self, bytes(data))
+        output = self.core.receive(self.client_id, bytes(data))
+        self._inbox += output.data
+        if output.close_reason is not None:
+            self.peer_closed = True
+            self.close_reason = output.close_reason
+            self.core.disconnect(self.client_id)
+        assert self.peer_closed or self.client_id in self.core.clients
+
+    def _take_late_output(self) -> None:
+        """Replies produced since the last send, e.g. a commit list sent when a turn came."""
+        if self.client_id in self.core.clients:
+            output = self.core.take_output(self.client_id)
+            self._inbox += output.data
+            if output.close_reason is not None:
+                self.peer_closed = True
+                self.close_reason = output.close_reason
+                self.core.disconnect(self.client_id)
+
+    def send(self, data: bytes | bytearray | memoryview) -> int:
+        self.sendall(data)
+        return len(data)
+
+    def recv(self, size: int) -> bytes:
+        if self.closed:
+            raise OSError("recv on a closed LoopbackSocket")
+        if not self._inbox and not self.peer_closed:
+            self._take_late_output()
+        if not self._inbox:
+            if self.peer_closed:
+                return b""
+            raise LoopbackStall("recv() would block forever: the server has no reply pending")
+        chunk = bytes(self._inbox[:size])
+        del self._inbox[:size]
+        return chunk
+
+    def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            if not self.peer_closed:
+                self.core.disconnect(self.client_id)
+
+    def sever(self, reason: str = "severed by the test") -> None:
+        """Act as if the server dropped this connection (e.g. it stopped): EOF from now on."""
+        if not self.peer_closed:
+            self.peer_closed = True
+            self.close_reason = reason
+            self.core.disconnect(self.client_id)
+        assert self.client_id not in self.core.clients
+
+    def settimeout(self, timeout_s: float | None) -> None:
+        """Accepted and ignored: a loopback never waits."""
+
+    def setsockopt(self, *args: Any) -> None:
+        """Accepted and ignored."""
+
+
+class LoopbackStall(OSError):
+    """A LoopbackSocket was asked to receive bytes that the server will never send."""

@@ -1,0 +1,381 @@
+"""StorageServer: serves one Storage to many ClientStorage clients over sockets.
+
+Owns the socket loop only: accepting connections, non-blocking reads and
+writes with a buffer per client, idle-time packing, stopping. What the bytes
+mean (invalidations, oid pools, commits, packs) belongs to
+``durus.server_core.ServerCore``; the wire format to ``durus.protocol``. This
+module must never parse protocol bytes itself.
+
+Differences from Durus 4.3 (API.md section 23, warts 5-9):
+
+* One client that stalls in the middle of a message never delays the
+  others: every socket is non-blocking, bytes are buffered per client, and
+  only complete messages reach the core. A client whose partial message or
+  unsent reply makes no progress for ``client_timeout_s`` (default
+  ``TIMEOUT`` = 10 s) is dropped; an idle client between messages is not.
+* Malformed or oversized messages, refused commits (including any commit to
+  a read-only storage) and any exception while handling one client's
+  request drop that client with a logged reason; the server keeps serving
+  and nothing stored changes. A failing pack step abandons the pack.
+* Commits are serialized as in Durus 4.3 (``serialize_commits=True``): while
+  one client is between its commit's invalidation list and its transaction
+  data, another client's commit request waits (its loads and syncs do not),
+  so no commit can land inside another and none is refused for that. The
+  client inside its commit is dropped after ``client_timeout_s`` without
+  progress. Commits checked in one pass are written through one place,
+  ``ServerCore._write_group``, ready for a storage-level group write.
+* ``wait_for_server`` raises ``ServerTimeoutError`` (a TimeoutError), not
+  SystemExit.
+
+``serve()`` keeps the 4.3 contract (after a quit request it closes the
+storage and raises SystemExit); ``serve_until_quit()`` does the same work
+and returns, and ``shutdown()`` stops a server running in another thread.
+"""
+
+from __future__ import annotations
+
+import selectors
+import socket
+import time
+from typing import Any
+
+from durus.logger import log
+from durus.protocol import (
+    DEFAULT_LIMITS,
+    PROTOCOL_VERSION,
+    STATUS_INVALID,
+    STATUS_KEYERROR,
+    STATUS_OKAY,
+    Limits,
+    int4,
+)
+from durus.server_core import (
+    DEFAULT_GCBYTES,
+    ClientError,
+    ClientOutput,
+    LoopbackSocket,
+    LoopbackStall,
+    ServerCore,
+    _Client,
+)
+from durus.socket_address import (
+    TIMEOUT,
+    HostPortAddress,
+    SocketAddress,
+    UnixAbstractAddress,
+    UnixDomainSocketAddress,
+)
+from durus.systemd_socket import get_systemd_socket
+
+__all__ = [
+    "DEFAULT_HOST", "DEFAULT_PORT", "DEFAULT_GCBYTES", "TIMEOUT", "STATUS_OKAY",
+    "STATUS_KEYERROR", "STATUS_INVALID", "StorageServer", "ServerCore", "LoopbackSocket",
+    "LoopbackStall", "ClientError", "SocketAddress", "HostPortAddress",
+    "UnixDomainSocketAddress", "UnixAbstractAddress", "InheritedSocket", "wait_for_server",
+    "ServerTimeoutError", "_Client",
+]  # fmt: skip
+
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 2972
+RECV_CHUNK_BYTES = 256 * 1024
+DEFAULT_MAX_OUTBOX_BYTES = 8 * 1024 * 1024
+DEFAULT_MAX_CLIENTS = 1000
+MAX_ACCEPTS_PER_PASS = 64
+IDLE_POLL_S = 1.0
+
+
+class ServerTimeoutError(TimeoutError):
+    """wait_for_server gave up: nothing accepted connections at the address."""
+
+
+class GcbytesError(TypeError, AssertionError):
+    """gcbytes is not a number (Durus 4.3 asserted this)."""
+
+
+class InheritedSocket(SocketAddress):
+    """An already listening socket, e.g. from systemd socket activation."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.family = sock.family
+
+    def __str__(self) -> str:
+        return f"inherited socket {self.sock.getsockname()!r}"
+
+    def get_listening_socket(self) -> socket.socket:
+        return self.sock
+
+
+class _Connection:
+    """The loop's view of one accepted socket."""
+
+    def __init__(self, sock: socket.socket, client_id: int, now_s: float) -> None:
+        self.sock = sock
+        self.client_id = client_id
+        self.outbuf = bytearray()
+        self.close_reason: str | None = None
+        self.last_progress_s = now_s
+
+
+class StorageServer:
+    """A non-blocking, single-threaded server around a ServerCore."""
+
+    protocol = int4(PROTOCOL_VERSION)
+
+    def __init__(
+        self, storage: Any, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT,
+        address: Any = None, gcbytes: int | float = DEFAULT_GCBYTES, *,
+        limits: Limits = DEFAULT_LIMITS, client_timeout_s: float = TIMEOUT,
+        max_outbox_bytes: int = DEFAULT_MAX_OUTBOX_BYTES, max_clients: int = DEFAULT_MAX_CLIENTS,
+    ) -> None:  # fmt: skip
+        if isinstance(gcbytes, bool) or not isinstance(gcbytes, (int, float)):
+            raise GcbytesError(f"gcbytes must be an int or float, got {gcbytes!r}")
+        self.storage = storage
+        self.address = SocketAddress.new(address if address is not None else (host, port))
+        self.core = ServerCore(storage, gcbytes, limits, max_outbox_bytes, serialize_commits=True)
+        self.client_timeout_s = client_timeout_s
+        self.max_outbox_bytes = max_outbox_bytes
+        self.max_clients = max_clients
+        self.load_record: dict[bytes, Any] = {}
+        self.sockets: list[socket.socket] = []
+        self.connections: dict[int, _Connection] = {}
+        self._wake_reader, self._wake_writer = socket.socketpair()
+        self._stop_requested = False
+
+    @property
+    def clients(self) -> list[_Client]:
+        return list(self.core.clients.values())
+
+    @property
+    def packer(self) -> Any:
+        return self.core.packer
+
+    @property
+    def gcbytes(self) -> int | float:
+        return self.core.gcbytes
+
+    @property
+    def bytes_since_pack(self) -> int:
+        return self.core.bytes_since_pack
+
+    # ------------------------------------------------------------ running
+
+    def serve(self) -> None:
+        """Serve until a client sends quit; then close the storage and raise SystemExit."""
+        self.serve_until_quit()
+        raise SystemExit
+
+    def serve_until_quit(self) -> None:
+        """Serve until a quit request (storage closed) or shutdown() (storage left open)."""
+        inherited = get_systemd_socket()
+        if inherited is not None:
+            self.address = InheritedSocket(inherited)
+        listener = self.address.get_listening_socket()
+        try:
+            self._serve_on(listener)
+        finally:
+            self._close_everything(listener)
+            if self.core.quit_requested:
+                self.storage.close()
+
+    def shutdown(self) -> None:
+        """Ask a running serve loop (in another thread) to stop; it returns soon after."""
+        self._stop_requested = True
+        try:
+            self._wake_writer.send(b"x")
+        except OSError:
+            pass
+
+    def _serve_on(self, listener: socket.socket) -> None:
+        listener.setblocking(False)
+        self.sockets = [listener]
+        selector = selectors.DefaultSelector()
+        self._selector = selector
+        selector.register(listener, selectors.EVENT_READ, None)
+        selector.register(self._wake_reader, selectors.EVENT_READ, "wake")
+        log(20, "Ready on %s", self.address)
+        try:
+            while not self.core.quit_requested and not self._stop_requested:
+                self._one_pass(selector, listener)
+        finally:
+            selector.close()
+
+    def _one_pass(self, selector: selectors.BaseSelector, listener: socket.socket) -> None:
+        """Wait, read every ready client, commit as a group, write, pack when idle."""
+        self._update_interest(selector)
+        busy = self.core.packer is not None or self._resumable() or self._core_has_output()
+        timeout_s = 0.0 if busy else IDLE_POLL_S
+        events = selector.select(timeout_s)
+        now_s = time.monotonic()
+        client_was_ready = False
+        for key, mask in events:
+            if key.data is None:
+                self._accept(listener, now_s)
+            elif key.data == "wake":
+                self._wake_reader.recv(64)
+            else:
+                client_was_ready = True
+                self._service(key.data, mask, now_s)
+        self._resume_backlogged()
+        self.core.commit_pending()
+        self.core.after_pass()
+        for connection in list(self.connections.values()):
+            self._collect_output(connection)
+            self._flush(connection, now_s)
+        self._drop_stalled(now_s)
+        if not client_was_ready:
+            self.core.run_idle_step()
+
+    def _resumable(self) -> list[_Connection]:
+        """Connections whose requests the core paused and whose replies have drained."""
+        return [
+            c
+            for c in self.connections.values()
+            if self.core.is_paused(c.client_id) and len(c.outbuf) < self.max_outbox_bytes
+        ]
+
+    def _core_has_output(self) -> bool:
+        """True when the core produced bytes not yet collected (e.g. a commit turn passed on)."""
+        return any(self.core.has_output(c) for c in self.connections if c in self.core.clients)
+
+    def _resume_backlogged(self) -> None:
+        """Let the core handle requests it paused while their replies piled up."""
+        for connection in self._resumable():
+            self.core.feed(connection.client_id, b"")
+
+    def _update_interest(self, selector: selectors.BaseSelector) -> None:
+        for connection in self.connections.values():
+            events = 0
+            if connection.close_reason is None and len(connection.outbuf) < self.max_outbox_bytes:
+                events |= selectors.EVENT_READ
+            if connection.outbuf:
+                events |= selectors.EVENT_WRITE
+            key = selector.get_map().get(connection.sock)
+            if events == 0:
+                if key is not None:
+                    selector.unregister(connection.sock)
+            elif key is None:
+                selector.register(connection.sock, events, connection)
+            elif key.events != events:
+                selector.modify(connection.sock, events, connection)
+
+    # ------------------------------------------------------------ connections
+
+    def _accept(self, listener: socket.socket, now_s: float) -> None:
+        for _ in range(MAX_ACCEPTS_PER_PASS):
+            try:
+                sock, peer = listener.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as error:
+                log(30, "accept() failed: %s", error)
+                return
+            if len(self.connections) >= self.max_clients:
+                log(30, "Refusing a connection: %s clients already", len(self.connections))
+                sock.close()
+                continue
+            sock.setblocking(False)
+            if sock.family in (socket.AF_INET, socket.AF_INET6):
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            client_id = self.core.connect()
+            self.connections[client_id] = _Connection(sock, client_id, now_s)
+            self.sockets.append(sock)
+            log(10, "Client %s connected from %r", client_id, peer)
+
+    def _service(self, connection: _Connection, mask: int, now_s: float) -> None:
+        if mask & selectors.EVENT_WRITE:
+            self._flush(connection, now_s)
+        if mask & selectors.EVENT_READ and connection.close_reason is None:
+            try:
+                data = connection.sock.recv(RECV_CHUNK_BYTES)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as error:
+                self._drop(connection, f"receive failed: {error}")
+                return
+            if not data:
+                self._drop(connection, "connection closed by the client")
+                return
+            connection.last_progress_s = now_s
+            self.core.feed(connection.client_id, data)
+
+    def _collect_output(self, connection: _Connection) -> None:
+        if connection.client_id not in self.core.clients:
+            return
+        output: ClientOutput = self.core.take_output(connection.client_id)
+        connection.outbuf += output.data
+        if output.close_reason is not None and connection.close_reason is None:
+            connection.close_reason = output.close_reason
+
+    def _flush(self, connection: _Connection, now_s: float) -> None:
+        if connection.client_id not in self.connections:
+            return
+        while connection.outbuf:
+            try:
+                sent = connection.sock.send(connection.outbuf)
+            except (BlockingIOError, InterruptedError):
+                break
+            except OSError as error:
+                self._drop(connection, f"send failed: {error}")
+                return
+            del connection.outbuf[:sent]
+            connection.last_progress_s = now_s
+        if not connection.outbuf and connection.close_reason is not None:
+            self._drop(connection, connection.close_reason)
+
+    def _drop_stalled(self, now_s: float) -> None:
+        """Drop clients stuck mid-message, inside their commit, or not reading replies."""
+        stalled = [
+            connection
+            for connection in self.connections.values()
+            if self._is_waiting_on(connection)
+            and now_s - connection.last_progress_s > self.client_timeout_s
+        ]
+        for connection in stalled:  # decided first: a drop may pass the commit turn on
+            self._drop(connection, f"no progress for {self.client_timeout_s} s")
+
+    def _is_waiting_on(self, connection: _Connection) -> bool:
+        """True when the server waits for this client to read or to finish a message."""
+        client_id = connection.client_id
+        return (
+            bool(connection.outbuf)
+            or self.core.buffered_bytes(client_id) > 0
+            or self.core.holds_commit_turn(client_id)
+        )
+
+    def _drop(self, connection: _Connection, reason: str) -> None:
+        if self.connections.pop(connection.client_id, None) is None:
+            return
+        log(10, "Closing client %s: %s", connection.client_id, reason)
+        self.core.disconnect(connection.client_id)
+        try:
+            self._selector.unregister(connection.sock)
+        except (KeyError, ValueError):
+            pass
+        if connection.sock in self.sockets:
+            self.sockets.remove(connection.sock)
+        connection.sock.close()
+
+    def _close_everything(self, listener: socket.socket) -> None:
+        for connection in list(self.connections.values()):
+            self.core.disconnect(connection.client_id)
+            connection.sock.close()
+        self.connections.clear()
+        self.sockets = []
+        self.address.close(listener)
+
+
+def wait_for_server(
+    host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, maxtries: int = 300,
+    sleeptime: float = 2, address: Any = None,
+) -> None:  # fmt: skip
+    """Return once something accepts connections at the address; else ServerTimeoutError."""
+    socket_address = SocketAddress.new(address if address is not None else (host, port))
+    for attempt in range(maxtries):
+        sock = socket_address.get_connected_socket(timeout_s=max(sleeptime, 1.0))
+        if sock is not None:
+            sock.close()
+            return
+        if attempt + 1 < maxtries:
+            time.sleep(sleeptime)
+    raise ServerTimeoutError(f"Timeout waiting for address: {socket_address}.")

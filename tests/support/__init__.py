@@ -1,0 +1,1 @@
+"""Shared test helpers: the simulated faulty disk and other fixtures' building blocks."""
