@@ -1,0 +1,216 @@
+"""Objects to records and back: the pickling half of the record format.
+
+Owns how a persistent object's ``data`` is produced and read (FORMATS.md
+sections 3 and 4): one protocol-2 pickler writes the class pickle and then the
+state pickle with a shared memo, the state part is zlib-compressed when
+``WRITE_COMPRESSED_STATE_PICKLES`` is true, and every persistent instance met
+on the way becomes the persistent id ``(oid, application class)``. The record
+byte layout itself lives in ``durus.record`` and is re-exported here.
+
+Never touches a storage or a file: the writer gets new oids from the
+connection and returns bytes; the reader turns bytes into state and ghosts.
+The connection decides what to write and when.
+
+Records must be byte-identical to Durus 4.3. ``type(obj)`` of an object not
+yet read in the current transaction is its tracking twin (durus.persistent),
+so everything pickled here names ``real_class(obj)`` instead.
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Iterator
+from io import BytesIO
+from pickle import Pickler, Unpickler
+from typing import Any
+
+from durus.persistent import (
+    GHOST,
+    PersistentBase,
+    _connection_get,
+    _oid_get,
+    new_ghost,
+    real_class,
+)
+from durus.record import extract_class_name, pack_record, split_oids, unpack_record
+from durus.utils import check_oid
+
+__all__ = [
+    "PICKLE_PROTOCOL",
+    "WRITE_COMPRESSED_STATE_PICKLES",
+    "COMPRESSED_START_BYTE",
+    "pack_record",
+    "unpack_record",
+    "split_oids",
+    "extract_class_name",
+    "ObjectWriter",
+    "ObjectReader",
+    "persistent_load",
+]
+
+PICKLE_PROTOCOL = 2
+WRITE_COMPRESSED_STATE_PICKLES = True
+COMPRESSED_START_BYTE = zlib.compress(b"")[0]
+assert COMPRESSED_START_BYTE == 0x78
+
+
+class _RecordPickler(Pickler):
+    """A protocol-2 pickler that turns persistent instances into ``(oid, class)``."""
+
+    def __init__(self, file: BytesIO, writer: ObjectWriter) -> None:
+        Pickler.__init__(self, file, PICKLE_PROTOCOL)
+        self.writer: ObjectWriter | None = writer
+
+    def persistent_id(self, obj: Any) -> Any:
+        if isinstance(obj, PersistentBase):
+            writer = self.writer
+            assert writer is not None, "persistent_id() after close()"
+            return writer._persistent_id(obj)
+        return None
+
+
+class ObjectWriter:
+    """Serializes the objects of one commit; assigns oids to newly reached objects."""
+
+    def __init__(self, connection: Any) -> None:
+        self.connection = connection
+        self.objects_found: list[Any] = []
+        self.refs: set[bytes] = set()
+        self.sio = BytesIO()
+        self.pickler: _RecordPickler | None = _RecordPickler(self.sio, self)
+        self._new_objects_generated = False
+
+    def _persistent_id(self, obj: Any) -> tuple[bytes, type]:
+        """The persistent id of ``obj``, giving it an oid if it has none."""
+        oid = _oid_get(obj)
+        if oid is None:
+            oid = check_oid(self.connection.new_oid())
+            obj._p_oid = oid
+            obj._p_connection = self.connection
+            self.objects_found.append(obj)
+        elif _connection_get(obj) is not self.connection:
+            raise ValueError(f"Reference to {obj!r} has a different connection.")
+        self.refs.add(oid)
+        return oid, real_class(obj)
+
+    def gen_new_objects(self, obj: Any) -> Iterator[Any]:
+        """``obj``, then every object discovered while serializing (the list grows)."""
+        if self._new_objects_generated:
+            raise RuntimeError("gen_new_objects() already called.")
+        self._new_objects_generated = True
+        return self._gen_new_objects(obj)
+
+    def _gen_new_objects(self, obj: Any) -> Iterator[Any]:
+        yield obj
+        yield from self.objects_found  # appended to while the caller serializes
+
+    def get_state(self, obj: Any) -> tuple[bytes, bytes]:
+        """``(data, refs)`` of ``obj``: class pickle + (compressed) state pickle, sorted refs."""
+        pickler = self.pickler
+        if pickler is None:
+            raise RuntimeError("ObjectWriter used after close()")
+        sio = self.sio
+        sio.seek(0)
+        sio.truncate()
+        pickler.clear_memo()
+        self.refs.clear()
+        pickler.dump(real_class(obj))
+        class_end = sio.tell()
+        pickler.dump(obj.__getstate__())
+        data = sio.getvalue()
+        assert data[class_end : class_end + 2] == b"\x80\x02"
+        if WRITE_COMPRESSED_STATE_PICKLES:
+            data = data[:class_end] + zlib.compress(data[class_end:])
+        self.refs.discard(obj._p_oid)
+        refs = b"".join(sorted(self.refs))
+        self.refs.clear()
+        assert len(refs) % 8 == 0
+        return data, refs
+
+    def close(self) -> None:
+        """Break the pickler/writer reference cycle."""
+        if self.pickler is not None:
+            self.pickler.writer = None
+        self.pickler = None
+
+
+class _RecordUnpickler(Unpickler):
+    """An unpickler resolving ``(oid, class)`` persistent ids through a reader."""
+
+    def __init__(self, file: BytesIO, reader: ObjectReader) -> None:
+        Unpickler.__init__(self, file)
+        self.reader = reader
+
+    def persistent_load(self, pid: Any) -> Any:
+        return self.reader._persistent_load(pid)
+
+
+class ObjectReader:
+    """Turns record data into states and ghosts for one connection."""
+
+    def __init__(self, connection: Any) -> None:
+        self.connection = connection
+        self.load_count = 0
+
+    def _persistent_load(self, oid_class: Any) -> Any:
+        return persistent_load(self.connection, self.connection.cache.objects, oid_class)
+
+    def _class_and_unpickler(self, data: bytes) -> tuple[type, _RecordUnpickler, BytesIO]:
+        """Load the class pickle; the unpickler is left positioned at the state pickle."""
+        file = BytesIO(data)
+        unpickler = _RecordUnpickler(file, self)
+        klass = unpickler.load()
+        if not isinstance(klass, type):
+            raise TypeError(f"record data starts with {klass!r}, not a class")
+        return klass, unpickler, file
+
+    def get_state(self, data: bytes, load: bool = True) -> Any:
+        """The unpickled state of record ``data`` (or, with ``load=False``, its pickle)."""
+        self.load_count += 1
+        _klass, unpickler, file = self._class_and_unpickler(data)
+        position = file.tell()
+        state_pickle = data[position:]
+        if state_pickle[:1] == bytes((COMPRESSED_START_BYTE,)):
+            try:
+                state_pickle = zlib.decompress(state_pickle)
+            except zlib.error:
+                pass  # not compressed after all: read the raw bytes
+            else:
+                file.seek(position)
+                file.write(state_pickle)
+                file.truncate()
+                file.seek(position)
+        if not load:
+            return state_pickle
+        return unpickler.load()
+
+    def get_state_pickle(self, data: bytes) -> bytes:
+        """The (decompressed) state pickle of record ``data``."""
+        state_pickle: bytes = self.get_state(data, load=False)
+        return state_pickle
+
+    def get_ghost(self, data: bytes) -> Any:
+        """A new ghost of the class named by ``data``, with no oid and no connection."""
+        klass = self._class_and_unpickler(data)[0]
+        ghost = new_ghost(klass, None, None)
+        assert ghost._p_status == GHOST
+        return ghost
+
+    def get_load_count(self) -> int:
+        return self.load_count
+
+
+def persistent_load(connection: Any, cache_objects: Any, oid_class: Any) -> Any:
+    """The object for a persistent id ``(oid, class)``: the cached one if it is exactly
+    of that class, else a new ghost of the class, cached in its place."""
+    if not (isinstance(oid_class, tuple) and len(oid_class) == 2):
+        raise TypeError(f"a persistent id must be an (oid, class) pair, not {oid_class!r}")
+    oid, klass = oid_class
+    oid = check_oid(oid)
+    obj = cache_objects.get(oid)
+    if obj is not None and real_class(obj) is klass:
+        return obj
+    ghost = new_ghost(klass, oid, connection)
+    cache_objects[oid] = ghost
+    assert ghost._p_oid == oid
+    return ghost
