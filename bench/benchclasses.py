@@ -8,9 +8,9 @@ from durus.persistent import Persistent
 
 
 class Item(Persistent):
-    """A small object: an integer, a short string and a float."""
+    """A small object: two integers and a short string."""
 
     def __init__(self, number: int) -> None:
-        self.number = number
+        self.a = number
+        self.b = 1
         self.name = f"item-{number}"
-        self.score = number * 0.5
