@@ -73,3 +73,38 @@ def bench(session: nox.Session) -> None:
     session.install("-e", ".")
     ensure_peer_venvs(session)
     session.run("python", "bench/run.py", *session.posargs)
+
+
+@nox.session
+def compat(session: nox.Session) -> None:
+    """Interop with Durus 4.3 (files, wire, demo); the peer lives in .venv-compat/durus43."""
+    session.install("-e", ".[test]")
+    session.run(
+        "python",
+        "-c",
+        "from tests.compat.peer_venv import ensure_peer_venv; print(ensure_peer_venv())",
+    )
+    session.run("pytest", "-q", "-rxXs", "tests/compat", *session.posargs)
+
+
+FUZZ_TARGETS = ("tests/fuzz/fuzz_protocol.py", "tests/fuzz/fuzz_server_core.py")
+
+
+@nox.session
+def fuzz(session: nox.Session) -> None:
+    """Coverage-guided fuzzing (atheris) of the protocol decoders and the server core.
+
+    Not in the default run. Each target runs FUZZ_SECONDS (default 60) seconds;
+    arguments after ``--`` go to libFuzzer. The socket-level fuzz test runs too.
+    """
+    import os
+
+    session.install("-e", ".[test]", "atheris")
+    seconds = os.environ.get("FUZZ_SECONDS", "60")
+    for target in FUZZ_TARGETS:
+        session.run(
+            "python", target, f"-max_total_time={seconds}", "-rss_limit_mb=2048", *session.posargs
+        )
+    session.run(
+        "pytest", "-q", "tests/unit/test_server_fuzz.py", env={"DURUS_FUZZ_MESSAGES": "100000"}
+    )
