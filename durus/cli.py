@@ -39,6 +39,11 @@ from durus.logger import direct_output, log, logger
 DEFAULT_HOST = "127.0.0.1"  # the same values as durus.storage_server (checked by a test)
 DEFAULT_PORT = 2972
 DEFAULT_GCBYTES = 0
+# Server limits: the same values as durus.storage_server (checked by a test).
+DEFAULT_MAX_MESSAGE_BYTES = 256 * 1024 * 1024
+DEFAULT_MAX_COMMIT_RECORDS = 2_000_000
+DEFAULT_MAX_CLIENTS = 1000
+DEFAULT_IDLE_TIMEOUT_S = 0.0
 DEFAULT_CACHE_SIZE = 10000
 STOP_POLL_COUNT = 20
 STOP_POLL_INTERVAL_S = 0.5
@@ -171,6 +176,63 @@ SERVER_SETTING_OPTIONS: tuple[OptionSpec, ...] = (
             default=DEFAULT_GCBYTES,
             help="start an incremental pack after this many bytes of commits (0: never)",
         ),
+    ),
+    (
+        "--max-message-bytes",
+        dict(
+            type="int",
+            default=DEFAULT_MAX_MESSAGE_BYTES,
+            help="largest request a client may send (a commit's data, a bulk load);"
+            " a client sending more is disconnected (default %default)",
+        ),
+    ),
+    (
+        "--max-commit-records",
+        dict(
+            type="int",
+            default=DEFAULT_MAX_COMMIT_RECORDS,
+            help="most object records in one commit; more disconnects the client"
+            " (default %default)",
+        ),
+    ),
+    (
+        "--max-clients",
+        dict(
+            type="int",
+            default=DEFAULT_MAX_CLIENTS,
+            help="most connected clients; further connections are closed at once"
+            " (default %default)",
+        ),
+    ),
+    (
+        "--idle-timeout",
+        dict(
+            type="number",
+            dest="idle_timeout_s",
+            default=DEFAULT_IDLE_TIMEOUT_S,
+            help="disconnect a client silent for this many seconds between requests"
+            " (default %default: never, since clients do not reconnect by themselves)",
+        ),
+    ),
+)
+# Access control of the server: turned into auth_secret= and tls= by run_durus_main.
+SERVER_ACCESS_OPTIONS: tuple[OptionSpec, ...] = (
+    (
+        "--auth-file",
+        dict(
+            help="require clients to prove they know the secret in this file"
+            " (readable by its owner only; e.g. openssl rand -hex 32 > FILE; chmod 600 FILE)",
+        ),
+    ),
+    ("--tls-cert", dict(help="serve over TLS with this certificate (PEM; needs --tls-key)")),
+    ("--tls-key", dict(help="private key (PEM) of --tls-cert")),
+)
+# How a client (-c, -p, and -s --stop) reaches a protected server.
+CLIENT_ACCESS_OPTIONS: tuple[OptionSpec, ...] = (
+    ("--auth-file", dict(help="shared secret file of a server started with --auth-file")),
+    (
+        "--tls-ca",
+        dict(help="connect over TLS, verifying the server's certificate with this CA file (PEM)"),
     ),
 )
 SERVER_OPTIONS: tuple[OptionSpec, ...] = (
@@ -380,13 +442,18 @@ def start_durus(
     server.serve()
 
 
-def stop_durus(address: Any) -> bool:
-    """Ask the server at ``address`` to quit; True once it no longer answers."""
+def stop_durus(address: Any, access: ClientAccess | None = None) -> bool:
+    """Ask the server at ``address`` to quit; True once it no longer answers.
+
+    ``access`` holds the secret and TLS settings of a protected server.
+    """
     socket_address = _socket_address(address)
     sock = socket_address.get_connected_socket()
     if sock is None:
         log(20, "Durus server %s doesn't seem to be running.", socket_address)
         return False
+    if access is not None and access.is_set():
+        sock = _protected_socket(socket_address, sock, access)
     try:
         sock.sendall(b"Q")
     except OSError as exc:  # it may be going away already; the polls below tell
@@ -407,11 +474,71 @@ def stop_durus(address: Any) -> bool:
     return False
 
 
+class ClientAccess:
+    """A client's way into a protected server: a secret file and/or a TLS CA file."""
+
+    def __init__(self, auth_file: str | None = None, tls_ca: str | None = None) -> None:
+        self.auth_secret = _read_secret(auth_file) if auth_file else None
+        self.tls_ca = tls_ca or None
+        if self.tls_ca is not None and not os.path.isfile(self.tls_ca):
+            raise UserError(f"--tls-ca {self.tls_ca}: no such file")
+
+    def is_set(self) -> bool:
+        return self.auth_secret is not None or self.tls_ca is not None
+
+    def client_storage_options(self) -> dict[str, Any]:
+        return {"auth_secret": self.auth_secret, "tls": self.tls_ca}
+
+
+def _read_secret(path: str) -> bytes:
+    from durus.auth import read_secret_file
+
+    try:
+        return read_secret_file(path)
+    except (OSError, ValueError) as exc:
+        raise UserError(f"--auth-file: {describe_exception(exc)}") from None
+
+
+def _protected_socket(socket_address: Any, sock: Any, access: ClientAccess) -> Any:
+    """``sock`` with TLS and authentication done; a UserError when that fails."""
+    from durus.client_storage import open_client_socket
+
+    try:
+        return open_client_socket(socket_address, sock, None, **access.client_storage_options())
+    except (OSError, ValueError) as exc:
+        raise UserError(f"cannot talk to the server at {socket_address}: {exc}") from None
+
+
+def _server_access_settings(options: optparse.Values) -> dict[str, Any]:
+    """``auth_secret``/``tls`` keyword arguments of StorageServer from the options."""
+    settings: dict[str, Any] = {}
+    if options.auth_file:
+        settings["auth_secret"] = _read_secret(options.auth_file)
+    if bool(options.tls_cert) != bool(options.tls_key):
+        raise UserError("--tls-cert and --tls-key go together")
+    if options.tls_cert:
+        import ssl
+
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.minimum_version = ssl.TLSVersion.TLSv1_2
+        try:
+            context.load_cert_chain(options.tls_cert, options.tls_key)
+        except (OSError, ssl.SSLError) as exc:
+            raise UserError(f"cannot load --tls-cert/--tls-key: {exc}") from None
+        settings["tls"] = context
+    return settings
+
+
 def _server_parser() -> optparse.OptionParser:
     parser = _parser("-s", "Start a Durus storage server, or stop one with --stop.")
     _add_options(parser, *_address_groups(with_socket_file=True))
     _add_options(parser, [SERVER_FILE_OPTION], STORAGE_OPTIONS)
-    _add_options(parser, SERVER_SETTING_OPTIONS, SERVER_OPTIONS)
+    _add_options(parser, SERVER_SETTING_OPTIONS, SERVER_ACCESS_OPTIONS, SERVER_OPTIONS)
+    parser.add_option(
+        "--stop-tls-ca",
+        dest="tls_ca",
+        help="with --stop: verify a TLS server's certificate with this CA file",
+    )
     return parser
 
 
@@ -421,11 +548,13 @@ def run_durus_main(args: list[str] | None = None) -> int:
     address = _address_from_options(options)
     if options.stop:
         direct_output(sys.stderr)
-        stop_durus(address)
+        stop_durus(address, ClientAccess(options.auth_file, options.tls_ca))
         return 0
     settings: dict[str, Any] = {
         _dest(spec): getattr(options, _dest(spec)) for spec in SERVER_SETTING_OPTIONS
     }
+    _check_server_limits(settings)
+    settings.update(_server_access_settings(options))
     storage = open_storage_for_user(
         options.file, options.storage_class, repair=options.repair, readonly=options.readonly
     )
@@ -446,6 +575,14 @@ def run_durus_main(args: list[str] | None = None) -> int:
         storage.close()
         log(20, "Terminated: the server stops.")
     return 0
+
+
+def _check_server_limits(settings: dict[str, Any]) -> None:
+    for name in ("max_message_bytes", "max_commit_records", "max_clients"):
+        if settings[name] <= 0:
+            raise UserError(f"--{name.replace('_', '-')} must be > 0, not {settings[name]}")
+    if settings["idle_timeout_s"] < 0:
+        raise UserError(f"--idle-timeout must be >= 0 (0: off), not {settings['idle_timeout_s']}")
 
 
 class Terminated(BaseException):
@@ -554,10 +691,12 @@ def interactive_client(
     startup: str | None,
     storage_class: str | None = None,
     wait_s: float = CLIENT_WAIT_S,
+    access: ClientAccess | None = None,
 ) -> None:
     """Open the storage (``file``, else a server at ``address``) and run a console on it.
 
-    ``wait_s`` bounds the wait for a server that does not answer yet.
+    ``wait_s`` bounds the wait for a server that does not answer yet;
+    ``access`` holds the secret and TLS settings of a protected server.
     """
     from durus.connection import Connection
 
@@ -566,7 +705,7 @@ def interactive_client(
         connection = _connection_for_user(Connection, storage, cache_size)
         description = file
     else:
-        storage, connection = _connect_with_root(Connection, address, cache_size, wait_s)
+        storage, connection = _connect_with_root(Connection, address, cache_size, wait_s, access)
         description = str(_socket_address(address))
     try:
         namespace = _console_namespace(connection)
@@ -611,15 +750,16 @@ class ConnectionFailed(UserError):
 
 
 def _connect_with_root(
-    connection_class: Any, address: Any, cache_size: int, wait_s: float
-) -> tuple[Any, Any]:
+    connection_class: Any, address: Any, cache_size: int, wait_s: float,
+    access: ClientAccess | None = None,
+) -> tuple[Any, Any]:  # fmt: skip
     """ClientStorage and Connection on the server at ``address``.
 
     Two clients that meet a new, empty storage at the same moment both try to
     create the root and one of them fails; that one reconnects and finds the root.
     """
     for attempt in range(ROOT_RACE_ATTEMPTS):
-        storage = _connect_to_server(address, wait_s if attempt == 0 else 0)
+        storage = _connect_to_server(address, wait_s if attempt == 0 else 0, access)
         try:
             return storage, _connection_for_user(connection_class, storage, cache_size)
         except ConnectionFailed:
@@ -632,7 +772,7 @@ def _connect_with_root(
 def _client_parser() -> optparse.OptionParser:
     parser = _parser("-c", "Start a low-level interactive client on a server or a file.")
     _add_options(parser, *_address_groups(), [CLIENT_FILE_OPTION], STORAGE_OPTIONS)
-    _add_options(parser, CLIENT_OPTIONS)
+    _add_options(parser, CLIENT_OPTIONS, CLIENT_ACCESS_OPTIONS)
     parser.set_defaults(startup=os.environ.get("DURUSSTARTUP", ""))
     return parser
 
@@ -656,11 +796,12 @@ def client_main(args: list[str] | None = None) -> int:
         options.startup,
         options.storage_class,
         options.wait,
+        None if options.file else ClientAccess(options.auth_file, options.tls_ca),
     )
     return 0
 
 
-def _connect_to_server(address: Any, wait_s: float) -> Any:
+def _connect_to_server(address: Any, wait_s: float, access: ClientAccess | None = None) -> Any:
     """A ClientStorage on ``address``, waiting up to ``wait_s`` for the server to answer."""
     from durus.client_storage import ClientStorage
 
@@ -672,8 +813,9 @@ def _connect_to_server(address: Any, wait_s: float) -> Any:
         raise UserError(f"no Durus server is listening at {socket_address}")
     else:
         _wait_for_server(socket_address, wait_s)
+    settings = access.client_storage_options() if access is not None else {}
     try:
-        return ClientStorage(address=socket_address)
+        return ClientStorage(address=socket_address, **settings)
     except (OSError, AssertionError) as exc:
         raise UserError(
             f"cannot talk to the server at {socket_address}: {describe_exception(exc)}"
@@ -701,6 +843,7 @@ def _wait_for_server(socket_address: Any, wait_s: float) -> None:
 def _pack_parser() -> optparse.OptionParser:
     parser = _parser("-p", "Pack a storage: a file given with --file, else through a server.")
     _add_options(parser, [PACK_FILE_OPTION], STORAGE_OPTIONS[:1], *_address_groups())
+    _add_options(parser, CLIENT_ACCESS_OPTIONS)
     return parser
 
 
@@ -712,7 +855,8 @@ def pack_storage_main(args: list[str] | None = None) -> int:
     if options.file:
         storage = open_storage_for_user(options.file, options.storage_class)
     else:
-        storage = _connect_to_server(_address_from_options(options), wait_s=0)
+        access = ClientAccess(options.auth_file, options.tls_ca)
+        storage = _connect_to_server(_address_from_options(options), wait_s=0, access=access)
     if not _has_root(storage):
         _connection_for_user(Connection, storage, DEFAULT_CACHE_SIZE)  # creates the root
     try:

@@ -25,6 +25,17 @@ Connecting:
   ``durus.storage_server.LoopbackSocket(core)`` for an in-process server.
 * ``timeout_s`` (default None, no timeout, as in Durus) bounds each wait
   for the server.
+* ``auth_secret`` (bytes) or ``auth_file`` (a file readable by its owner
+  only) runs the shared-secret handshake of ``durus.auth`` before anything
+  else; the server must prove it knows the secret too. Against a server
+  that requires authentication, a client without a secret raises
+  ``AuthenticationError`` (a Durus 4.3 client raises "Protocol version
+  mismatch.").
+* ``tls`` wraps the connection in TLS: an ``ssl.SSLContext``, or the path
+  of a CA certificate file to verify the server with (hostname checked
+  against the host, or ``tls_server_hostname``). An SSL socket's
+  ``read``/``write`` return partial records, so the socket is adapted to
+  plain ``recv``/``send`` for ``durus.utils``.
 
 Differences from Durus 4.3, all in the direction of not losing data:
 ``bulk_load`` always reads every reply of its request before raising; the
@@ -35,9 +46,11 @@ every later call raises it again instead of reading a desynchronised stream.
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import Iterable, Iterator
 from typing import Any
 
+from durus.auth import AuthenticationError, authenticate_socket, read_secret_file
 from durus.error import (
     ConflictError,
     DurusError,
@@ -47,6 +60,7 @@ from durus.error import (
     WriteConflictError,
 )
 from durus.protocol import (
+    AUTH_REQUIRED_VERSION,
     DEFAULT_LIMITS,
     MAX_NEW_OIDS,
     OID_BYTES,
@@ -76,7 +90,7 @@ from durus.protocol import (
     Version,
     VersionReply,
 )
-from durus.socket_address import SocketAddress
+from durus.socket_address import HostPortAddress, SocketAddress
 from durus.storage import InvalidationHandler, Storage
 from durus.utils import ShortRead, read, write
 
@@ -103,16 +117,19 @@ class ClientStorage(Storage):
     def __init__(
         self, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, address: Any = None, *,
         socket: Any = None, timeout_s: float | None = None, limits: Limits = DEFAULT_LIMITS,
+        auth_secret: bytes | None = None, auth_file: str | None = None,
+        tls: ssl.SSLContext | str | None = None, tls_server_hostname: str | None = None,
     ) -> None:  # fmt: skip
+        if auth_file is not None:
+            if auth_secret is not None:
+                raise ValueError("give auth_secret or auth_file, not both")
+            auth_secret = read_secret_file(auth_file)
         if address is None and socket is not None:
             address = _InjectedSocketAddress(socket)
         self.address = SocketAddress.new(address if address is not None else (host, port))
-        if socket is None:
-            socket = self.address.get_connected_socket(timeout_s=timeout_s)
-            if socket is None:
-                raise CouldNotConnectError(f"Could not connect to {self.address}")
-        if timeout_s is not None and hasattr(socket, "settimeout"):
-            socket.settimeout(timeout_s)
+        socket = open_client_socket(
+            self.address, socket, timeout_s, auth_secret, tls, tls_server_hostname
+        )
         self.s = socket
         self.protocol = ClientProtocol(limits)
         self.oid_pool: list[bytes] = []
@@ -130,6 +147,11 @@ class ClientStorage(Storage):
     def _handshake(self) -> None:
         reply = self._exchange(Version(PROTOCOL_VERSION))
         assert isinstance(reply, VersionReply)
+        if reply.protocol == AUTH_REQUIRED_VERSION:
+            raise AuthenticationRequiredError(
+                f"the server at {self.address} requires authentication "
+                "(give auth_secret or auth_file; durus -c/-p --auth-file)"
+            )
         if reply.protocol != PROTOCOL_VERSION:
             raise ProtocolError("Protocol version mismatch.")
 
@@ -279,6 +301,74 @@ class ClientStorage(Storage):
             pass
         finally:
             _close_socket(self.s)
+
+
+class AuthenticationRequiredError(AuthenticationError, ProtocolError):
+    """The server requires authentication and this client has no secret."""
+
+
+def open_client_socket(
+    address: SocketAddress, sock: Any = None, timeout_s: float | None = None,
+    auth_secret: bytes | None = None, tls: ssl.SSLContext | str | None = None,
+    tls_server_hostname: str | None = None,
+) -> Any:  # fmt: skip
+    """A connected socket to ``address`` (or ``sock``), with TLS and authentication done.
+
+    CouldNotConnectError when nothing listens; AuthenticationError or
+    ssl.SSLError when the handshakes fail (the socket is then closed).
+    """
+    if sock is None:
+        sock = address.get_connected_socket(timeout_s=timeout_s)
+        if sock is None:
+            raise CouldNotConnectError(f"Could not connect to {address}")
+    try:
+        if timeout_s is not None and hasattr(sock, "settimeout"):
+            sock.settimeout(timeout_s)
+        if tls is not None:
+            sock = _wrap_tls(sock, address, tls, tls_server_hostname)
+        if auth_secret is not None:
+            authenticate_socket(sock, auth_secret, f"the server at {address}")
+    except BaseException:
+        _close_socket(sock)
+        raise
+    return sock
+
+
+def _wrap_tls(
+    sock: Any, address: SocketAddress, tls: ssl.SSLContext | str, server_hostname: str | None
+) -> Any:
+    if isinstance(tls, str):
+        tls = ssl.create_default_context(cafile=tls)
+    if not isinstance(tls, ssl.SSLContext):
+        raise TypeError(f"tls must be an ssl.SSLContext or a CA file path, not {tls!r}")
+    if server_hostname is None and isinstance(address, HostPortAddress):
+        server_hostname = address.host
+    return _TlsSocket(tls.wrap_socket(sock, server_hostname=server_hostname))
+
+
+class _TlsSocket:
+    """An SSLSocket seen through recv/send only (its read/write return partial records)."""
+
+    def __init__(self, sock: ssl.SSLSocket) -> None:
+        self.sock = sock
+
+    def recv(self, size: int) -> bytes:
+        return self.sock.recv(size)
+
+    def send(self, data: Any) -> int:
+        return self.sock.send(data)
+
+    def sendall(self, data: Any) -> None:
+        self.sock.sendall(data)
+
+    def settimeout(self, timeout_s: float | None) -> None:
+        self.sock.settimeout(timeout_s)
+
+    def version(self) -> str | None:
+        return self.sock.version()
+
+    def close(self) -> None:
+        self.sock.close()
 
 
 class _InjectedSocketAddress(SocketAddress):

@@ -44,10 +44,31 @@ is checked against ``Limits`` before any buffering of that size happens.
 Encoding is pure: ``encode_request`` and ``encode_reply`` map a message to
 its bytes, and decoding then re-encoding a well-formed stream gives back the
 same bytes.
+
+Authentication extension (not in Durus 4.3)
+-------------------------------------------
+A server given a shared secret demands a mutual challenge-response before
+any other command. It uses a command byte Durus 4.3 never sends, so with
+authentication off the protocol is byte-identical to protocol 1 (the byte
+is then an unknown command, as in 4.3)::
+
+    client  'A' + client_nonce (32 bytes)
+    server  server_nonce (32) + HMAC-SHA256(secret, SERVER_LABEL + cn + sn)
+    client  HMAC-SHA256(secret, CLIENT_LABEL + cn + sn)          (32 bytes)
+    server  'O'   (a wrong proof: the server closes the connection)
+
+The client checks the server's MAC before proving itself, so a client never
+talks to (and never unpickles records from) a server that lacks the
+secret. The two labels differ, so neither side's MAC can be replayed as the
+other's. A server that requires authentication answers a first ``V`` with
+``AUTH_REQUIRED_VERSION`` (a Durus 4.3 client then raises "Protocol version
+mismatch.") and closes; any other first command just closes.
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import struct
 from collections import deque
 from dataclasses import dataclass, field
@@ -74,6 +95,13 @@ CMD_NEW_OIDS = b"M"
 CMD_PACK = b"P"
 CMD_QUIT = b"Q"
 CMD_GOODBYE = b"."
+CMD_AUTHENTICATE = b"A"  # the authentication extension; never sent by Durus 4.3
+
+AUTH_NONCE_BYTES = 32
+AUTH_MAC_BYTES = 32
+AUTH_REQUIRED_VERSION = 0x41555448  # b"AUTH": the V reply of a server that requires auth
+AUTH_SERVER_LABEL = b"durus-auth-1 server"
+AUTH_CLIENT_LABEL = b"durus-auth-1 client"
 
 MiB = 1024 * 1024
 _int4 = struct.Struct(">I")
@@ -128,6 +156,20 @@ def check_record(oid: bytes, record: bytes, limits: Limits = DEFAULT_LIMITS) -> 
     data_end = RECORD_HEADER_BYTES + _read_int4(record, OID_BYTES)
     if data_end > len(record) or (len(record) - data_end) % OID_BYTES:
         raise ProtocolError(f"record of oid {oid!r} has a malformed data length or refs")
+
+
+def auth_mac(secret: bytes, label: bytes, client_nonce: bytes, server_nonce: bytes) -> bytes:
+    """HMAC-SHA256 of ``label + client_nonce + server_nonce`` under ``secret``."""
+    if len(client_nonce) != AUTH_NONCE_BYTES or len(server_nonce) != AUTH_NONCE_BYTES:
+        raise ValueError(f"authentication nonces must be {AUTH_NONCE_BYTES} bytes")
+    mac = hmac.new(secret, label + client_nonce + server_nonce, hashlib.sha256).digest()
+    assert len(mac) == AUTH_MAC_BYTES
+    return mac
+
+
+def macs_match(expected: bytes, received: bytes) -> bool:
+    """Constant-time comparison of two MACs."""
+    return hmac.compare_digest(expected, received)
 
 
 # ---------------------------------------------------------------- messages
@@ -211,9 +253,23 @@ class UnknownCommand:
     code: bytes
 
 
+@dataclass(frozen=True)
+class Authenticate:
+    """``'A'`` + the client's nonce: the first message on an authenticating connection."""
+
+    client_nonce: bytes
+
+
+@dataclass(frozen=True)
+class AuthProof:
+    """The client's MAC, the message right after the server's challenge."""
+
+    mac: bytes
+
+
 Request = (
     Version | Load | BulkLoad | Commit | CommitData | Sync | NewOid | NewOids | Pack | Quit
-    | Goodbye | UnknownCommand
+    | Goodbye | UnknownCommand | Authenticate | AuthProof
 )  # fmt: skip
 
 
@@ -257,9 +313,24 @@ class PackReply:
     status: bytes = STATUS_OKAY
 
 
+@dataclass(frozen=True)
+class AuthChallenge:
+    """The server's nonce and its proof that it knows the secret."""
+
+    server_nonce: bytes
+    server_mac: bytes
+
+
+@dataclass(frozen=True)
+class AuthAccepted:
+    """``'O'``: the client's proof was right; normal commands may follow."""
+
+    status: bytes = STATUS_OKAY
+
+
 Reply = (
     VersionReply | LoadReply | BulkLoadReply | InvalidationsReply | CommitStatus | NewOidsReply
-    | PackReply
+    | PackReply | AuthChallenge | AuthAccepted
 )  # fmt: skip
 
 
@@ -298,6 +369,10 @@ def encode_request(request: Request) -> bytes:
         if len(request.code) != 1 or request.code in _ALL_COMMANDS:
             raise ValueError(f"{request.code!r} is not an unknown command byte")
         return request.code
+    if isinstance(request, Authenticate):
+        return CMD_AUTHENTICATE + _check_size(request.client_nonce, AUTH_NONCE_BYTES)
+    if isinstance(request, AuthProof):
+        return _check_size(request.mac, AUTH_MAC_BYTES)
     for code, kind in _SIMPLE_REQUESTS.items():
         if isinstance(request, kind):
             return code
@@ -335,7 +410,18 @@ def encode_reply(reply: Reply) -> bytes:
         return b"".join(_check_oid(oid) for oid in reply.oids)
     if isinstance(reply, PackReply):
         return reply.status
+    if isinstance(reply, AuthChallenge):
+        nonce = _check_size(reply.server_nonce, AUTH_NONCE_BYTES)
+        return nonce + _check_size(reply.server_mac, AUTH_MAC_BYTES)
+    if isinstance(reply, AuthAccepted):
+        return reply.status
     raise TypeError(f"not a reply: {reply!r}")
+
+
+def _check_size(value: bytes, size: int) -> bytes:
+    if not isinstance(value, bytes) or len(value) != size:
+        raise ValueError(f"expected {size} bytes, got {value!r}")
+    return value
 
 
 _SIMPLE_REQUESTS: dict[bytes, type] = {
@@ -423,14 +509,20 @@ def parse_tdata(body: bytes, limits: Limits = DEFAULT_LIMITS) -> tuple[tuple[byt
 
 AWAITING_COMMAND = "awaiting command"
 AWAITING_TDATA = "awaiting transaction data"
+AWAITING_AUTH_PROOF = "awaiting authentication proof"
 CLOSED = "closed"
 
 
 class ServerProtocol:
-    """The server's view of one client: bytes in, ``Request`` events out."""
+    """The server's view of one client: bytes in, ``Request`` events out.
 
-    def __init__(self, limits: Limits = DEFAULT_LIMITS) -> None:
+    With ``authentication=False`` (protocol 1 exactly) the byte ``'A'`` is an
+    unknown command; with True it starts the authentication extension.
+    """
+
+    def __init__(self, limits: Limits = DEFAULT_LIMITS, authentication: bool = False) -> None:
         self.limits = limits
+        self.authentication = authentication
         self.state = AWAITING_COMMAND
         self._buffer = _Buffer()
 
@@ -451,6 +543,8 @@ class ServerProtocol:
             event: Request | NeedData
             if self.state == AWAITING_TDATA:
                 event = self._next_tdata()
+            elif self.state == AWAITING_AUTH_PROOF:
+                event = self._next_auth_proof()
             else:
                 event = self._next_command()
         except ProtocolError:
@@ -462,7 +556,9 @@ class ServerProtocol:
     def _advance_state(self, event: Request | NeedData) -> None:
         if isinstance(event, Commit):
             self.state = AWAITING_TDATA
-        elif isinstance(event, CommitData):
+        elif isinstance(event, Authenticate):
+            self.state = AWAITING_AUTH_PROOF
+        elif isinstance(event, (CommitData, AuthProof)):
             self.state = AWAITING_COMMAND
         elif isinstance(event, (Quit, Goodbye, UnknownCommand)):
             self.state = CLOSED
@@ -483,11 +579,18 @@ class ServerProtocol:
         assert bool(items) == (tdata_bytes > 0)
         return CommitData(items)
 
+    def _next_auth_proof(self) -> AuthProof | NeedData:
+        if len(self._buffer) < AUTH_MAC_BYTES:
+            return NeedData(AUTH_MAC_BYTES - len(self._buffer))
+        return AuthProof(self._buffer.take(AUTH_MAC_BYTES))
+
     def _next_command(self) -> Request | NeedData:
         buffer = self._buffer
         if not buffer:
             return NeedData(1)
         code = buffer.peek(1)
+        if code == CMD_AUTHENTICATE and self.authentication:
+            return self._fixed(AUTH_NONCE_BYTES, Authenticate)
         if code in _SIMPLE_REQUESTS:
             buffer.take(1)
             request: Request = _SIMPLE_REQUESTS[code]()
@@ -608,7 +711,12 @@ class ClientProtocol:
         if kind == "new_oids":
             count = expected.request.count if isinstance(expected.request, NewOids) else 1
             return self._fixed(count * OID_BYTES, lambda b: NewOidsReply(_split_oids(b)))
-        assert kind in ("commit_status", "pack_status")
+        if kind == "auth_challenge":
+            return self._fixed(
+                AUTH_NONCE_BYTES + AUTH_MAC_BYTES,
+                lambda b: AuthChallenge(b[:AUTH_NONCE_BYTES], b[AUTH_NONCE_BYTES:]),
+            )
+        assert kind in ("commit_status", "pack_status", "auth_status")
         return self._status(kind)
 
     def _fixed(self, size: int, build: object) -> Reply | NeedData:
@@ -621,10 +729,10 @@ class ClientProtocol:
         if not self._buffer:
             return NeedData(1)
         status = self._buffer.take(1)
-        if kind == "pack_status":
+        if kind in ("pack_status", "auth_status"):
             if status != STATUS_OKAY:
-                raise ProtocolError(f"server returned invalid status {status!r} to pack")
-            return PackReply(status)
+                raise ProtocolError(f"server returned invalid status {status!r} to {kind}")
+            return PackReply(status) if kind == "pack_status" else AuthAccepted(status)
         if status not in (STATUS_OKAY, STATUS_INVALID):
             raise ProtocolError(f"server returned invalid status {status!r}")
         return CommitStatus(status)
@@ -693,4 +801,8 @@ def _reply_kind(request: Request) -> str | None:
         return "new_oids" if request.count else None
     if isinstance(request, Pack):
         return "pack_status"
+    if isinstance(request, Authenticate):
+        return "auth_challenge"
+    if isinstance(request, AuthProof):
+        return "auth_status"
     return None

@@ -49,25 +49,44 @@ serving one request at a time. This core offers two sound choices:
 In both modes the server also refuses (STATUS_INVALID) a commit that writes
 an oid its own invalidation list named: a real client never does that, a
 careless one would silently overwrite a change it was told about.
+
+Never unpickles. Records from clients are bytes: ``durus.protocol`` checks
+their framing (``check_record``), the storage stores them, other clients
+get them back. Nothing here (or in protocol, storage_server, the storages'
+store/end paths) calls pickle, so a hostile client cannot run code in the
+server; a test checks this module imports no pickle.
+
+Authentication (``auth_secret``, see durus.protocol): until a client has
+passed the challenge-response, its only accepted messages are the
+extension's two; a first ``V`` is answered with ``AUTH_REQUIRED_VERSION``
+(a Durus 4.3 client raises "Protocol version mismatch.") and any other
+request closes the connection, both logged as "authentication required".
 """
 
 from __future__ import annotations
 
 import logging
+import os
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
 from durus.error import ConflictError, ProtocolError, ReadConflictError
 from durus.logger import log
 from durus.protocol import (
+    AUTH_CLIENT_LABEL,
+    AUTH_NONCE_BYTES,
+    AUTH_REQUIRED_VERSION,
+    AUTH_SERVER_LABEL,
     DEFAULT_LIMITS,
     MAX_NEW_OIDS,
     PROTOCOL_VERSION,
     STATUS_INVALID,
     STATUS_KEYERROR,
     STATUS_OKAY,
+    Authenticate,
+    AuthProof,
     BulkLoad,
     Commit,
     CommitData,
@@ -84,8 +103,10 @@ from durus.protocol import (
     Sync,
     UnknownCommand,
     Version,
+    auth_mac,
     encode_oid_list,
     int4,
+    macs_match,
 )
 
 DEFAULT_GCBYTES = 0
@@ -108,9 +129,11 @@ class ClientOutput:
 class _Client:
     """The server's state for one connected client."""
 
-    def __init__(self, client_id: int, limits: Limits) -> None:
+    def __init__(self, client_id: int, limits: Limits, authentication: bool = False) -> None:
         self.client_id = client_id
-        self.protocol = ServerProtocol(limits)
+        self.protocol = ServerProtocol(limits, authentication)
+        self.authenticated = not authentication
+        self.auth_nonces: tuple[bytes, bytes] | None = None  # (client, server) while pending
         self.invalid: set[bytes] = set()
         self.unused_oids: set[bytes] = set()
         self.outbox = bytearray()
@@ -134,10 +157,15 @@ class ServerCore:
     def __init__(
         self, storage: Any, gcbytes: int | float = DEFAULT_GCBYTES,
         limits: Limits = DEFAULT_LIMITS, max_reply_backlog_bytes: int = DEFAULT_REPLY_BACKLOG_BYTES,
-        serialize_commits: bool = False,
+        serialize_commits: bool = False, auth_secret: bytes | None = None,
+        nonce_source: Callable[[int], bytes] = os.urandom,
     ) -> None:  # fmt: skip
         if isinstance(gcbytes, bool) or not isinstance(gcbytes, (int, float)):
             raise TypeError(f"gcbytes must be a number, not {type(gcbytes).__name__}")
+        if auth_secret is not None and (not isinstance(auth_secret, bytes) or not auth_secret):
+            raise ValueError("auth_secret must be non-empty bytes (or None for no authentication)")
+        self.auth_secret = auth_secret
+        self.nonce_source = nonce_source
         self.storage = storage
         self.gcbytes = gcbytes
         self.limits = limits
@@ -158,7 +186,7 @@ class ServerCore:
         """Register a new client; its id is used in every later call."""
         client_id = self._next_client_id
         self._next_client_id += 1
-        self.clients[client_id] = _Client(client_id, self.limits)
+        self.clients[client_id] = _Client(client_id, self.limits, self.auth_secret is not None)
         assert client_id in self.clients
         return client_id
 
@@ -259,8 +287,15 @@ class ServerCore:
         client = self.clients.get(client_id)
         return client is not None and client.live and client.paused
 
+    def is_authenticated(self, client_id: int) -> bool:
+        """True once the client passed authentication (always, when none is required)."""
+        client = self.clients.get(client_id)
+        return client is not None and client.authenticated
+
     def _handle(self, client: _Client, request: Request) -> None:
-        if isinstance(request, Load):
+        if not client.authenticated or isinstance(request, (Authenticate, AuthProof)):
+            self._handle_authentication(client, request)
+        elif isinstance(request, Load):
             client.outbox += self._load_reply(client, request.oid)
         elif isinstance(request, BulkLoad):
             for oid in request.oids:
@@ -290,6 +325,31 @@ class ServerCore:
         else:
             assert isinstance(request, UnknownCommand)
             self._close(client, f"No such command code: {request.code!r}", logging.DEBUG)
+
+    def _handle_authentication(self, client: _Client, request: Request) -> None:
+        """The challenge-response of durus.protocol; anything else first is refused."""
+        secret = self.auth_secret
+        if secret is None or client.authenticated:
+            self._close(client, f"unexpected authentication message {type(request).__name__}")
+        elif isinstance(request, Authenticate) and client.auth_nonces is None:
+            server_nonce = self.nonce_source(AUTH_NONCE_BYTES)
+            assert len(server_nonce) == AUTH_NONCE_BYTES
+            client.auth_nonces = (request.client_nonce, server_nonce)
+            client.outbox += server_nonce
+            client.outbox += auth_mac(secret, AUTH_SERVER_LABEL, *client.auth_nonces)
+        elif isinstance(request, AuthProof) and client.auth_nonces is not None:
+            expected = auth_mac(secret, AUTH_CLIENT_LABEL, *client.auth_nonces)
+            client.auth_nonces = None
+            if not macs_match(expected, request.mac):
+                self._close(client, "authentication failed: wrong proof")
+                return
+            client.authenticated = True
+            client.outbox += STATUS_OKAY
+            log(10, "Client %s authenticated", client.client_id)
+        else:
+            if isinstance(request, Version):
+                client.outbox += int4(AUTH_REQUIRED_VERSION)
+            self._close(client, f"authentication required (got {type(request).__name__} first)")
 
     def _load_reply(self, client: _Client, oid: bytes) -> bytes:
         if oid in client.invalid:

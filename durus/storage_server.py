@@ -27,6 +27,21 @@ Differences from Durus 4.3 (API.md section 23, warts 5-9):
 * ``wait_for_server`` raises ``ServerTimeoutError`` (a TimeoutError), not
   SystemExit.
 
+Limits (docs/security.md): ``max_message_bytes`` (largest request: a
+commit's transaction data, a bulk load), ``max_commit_records``,
+``max_clients`` (connections beyond it are accepted and closed at once,
+logged) and ``idle_timeout_s`` (0 = off: a client silent between messages
+for longer is dropped; off by default because ClientStorage never
+reconnects, so a dropped idle client fails on its next call). Each hit
+closes that client with a logged reason: protocol 1 has no error reply.
+
+Access control: ``auth_secret`` requires the challenge-response of
+``durus.protocol`` within ``auth_timeout_s`` of connecting; ``tls`` (a
+server-side ``ssl.SSLContext``) wraps every accepted connection. The TLS
+handshake runs inside the loop like any other I/O (want-read/want-write),
+and bytes the TLS layer has already decrypted (``pending()``) are drained
+after each read, since the selector cannot see them.
+
 ``serve()`` keeps the 4.3 contract (after a quit request it closes the
 storage and raises SystemExit); ``serve_until_quit()`` does the same work
 and returns, and ``shutdown()`` stops a server running in another thread.
@@ -34,8 +49,10 @@ and returns, and ``shutdown()`` stops a server running in another thread.
 
 from __future__ import annotations
 
+import dataclasses
 import selectors
 import socket
+import ssl
 import time
 from typing import Any
 
@@ -80,6 +97,10 @@ DEFAULT_PORT = 2972
 RECV_CHUNK_BYTES = 256 * 1024
 DEFAULT_MAX_OUTBOX_BYTES = 8 * 1024 * 1024
 DEFAULT_MAX_CLIENTS = 1000
+DEFAULT_IDLE_TIMEOUT_S = 0.0  # off: ClientStorage holds its connection for the process lifetime
+DEFAULT_AUTH_TIMEOUT_S = 10.0
+DEFAULT_MAX_MESSAGE_BYTES = DEFAULT_LIMITS.max_commit_bytes
+DEFAULT_MAX_COMMIT_RECORDS = DEFAULT_LIMITS.max_commit_records
 MAX_ACCEPTS_PER_PASS = 64
 IDLE_POLL_S = 1.0
 
@@ -115,6 +136,9 @@ class _Connection:
         self.outbuf = bytearray()
         self.close_reason: str | None = None
         self.last_progress_s = now_s
+        self.connected_s = now_s
+        self.tls_handshaking = isinstance(sock, ssl.SSLSocket)
+        self.tls_wants_write = False
 
 
 class StorageServer:
@@ -127,13 +151,31 @@ class StorageServer:
         address: Any = None, gcbytes: int | float = DEFAULT_GCBYTES, *,
         limits: Limits = DEFAULT_LIMITS, client_timeout_s: float = TIMEOUT,
         max_outbox_bytes: int = DEFAULT_MAX_OUTBOX_BYTES, max_clients: int = DEFAULT_MAX_CLIENTS,
+        max_message_bytes: int | None = None, max_commit_records: int | None = None,
+        idle_timeout_s: float = DEFAULT_IDLE_TIMEOUT_S, auth_secret: bytes | None = None,
+        auth_timeout_s: float = DEFAULT_AUTH_TIMEOUT_S, tls: ssl.SSLContext | None = None,
     ) -> None:  # fmt: skip
         if isinstance(gcbytes, bool) or not isinstance(gcbytes, (int, float)):
             raise GcbytesError(f"gcbytes must be an int or float, got {gcbytes!r}")
+        _check_positive("max_clients", max_clients)
+        _check_positive("client_timeout_s", client_timeout_s)
+        _check_positive("auth_timeout_s", auth_timeout_s)
+        if not isinstance(idle_timeout_s, (int, float)) or idle_timeout_s < 0:
+            raise ValueError(f"idle_timeout_s must be >= 0 (0: off), got {idle_timeout_s!r}")
+        if tls is not None and not isinstance(tls, ssl.SSLContext):
+            raise TypeError(f"tls must be an ssl.SSLContext, not {tls!r}")
+        limits = with_message_limits(limits, max_message_bytes, max_commit_records)
         self.storage = storage
         self.address = SocketAddress.new(address if address is not None else (host, port))
-        self.core = ServerCore(storage, gcbytes, limits, max_outbox_bytes, serialize_commits=True)
+        self.core = ServerCore(
+            storage, gcbytes, limits, max_outbox_bytes, serialize_commits=True,
+            auth_secret=auth_secret,
+        )  # fmt: skip
+        self.limits = limits
         self.client_timeout_s = client_timeout_s
+        self.idle_timeout_s = idle_timeout_s
+        self.auth_timeout_s = auth_timeout_s
+        self.tls = tls
         self.max_outbox_bytes = max_outbox_bytes
         self.max_clients = max_clients
         self.load_record: dict[bytes, Any] = {}
@@ -193,12 +235,19 @@ class StorageServer:
         self._selector = selector
         selector.register(listener, selectors.EVENT_READ, None)
         selector.register(self._wake_reader, selectors.EVENT_READ, "wake")
-        log(20, "Ready on %s", self.address)
+        log(20, "Ready on %s%s", self.address, self._access_description())
         try:
             while not self.core.quit_requested and not self._stop_requested:
                 self._one_pass(selector, listener)
         finally:
             selector.close()
+
+    def _access_description(self) -> str:
+        """What protects the connections, for the start-up line of the log."""
+        parts = ["TLS"] if self.tls is not None else []
+        if self.core.auth_secret is not None:
+            parts.append("authentication required")
+        return f" ({', '.join(parts)})" if parts else ""
 
     def _one_pass(self, selector: selectors.BaseSelector, listener: socket.socket) -> None:
         """Wait, read every ready client, commit as a group, write, pack when idle."""
@@ -248,7 +297,7 @@ class StorageServer:
             events = 0
             if connection.close_reason is None and len(connection.outbuf) < self.max_outbox_bytes:
                 events |= selectors.EVENT_READ
-            if connection.outbuf:
+            if connection.outbuf or connection.tls_wants_write:
                 events |= selectors.EVENT_WRITE
             key = selector.get_map().get(connection.sock)
             if events == 0:
@@ -277,27 +326,76 @@ class StorageServer:
             sock.setblocking(False)
             if sock.family in (socket.AF_INET, socket.AF_INET6):
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            if self.tls is not None:
+                try:
+                    sock = self.tls.wrap_socket(
+                        sock, server_side=True, do_handshake_on_connect=False
+                    )
+                except (OSError, ValueError) as error:
+                    log(30, "TLS set-up failed for %r: %s", peer, error)
+                    sock.close()
+                    continue
             client_id = self.core.connect()
             self.connections[client_id] = _Connection(sock, client_id, now_s)
             self.sockets.append(sock)
             log(10, "Client %s connected from %r", client_id, peer)
 
     def _service(self, connection: _Connection, mask: int, now_s: float) -> None:
+        if connection.tls_handshaking:
+            self._continue_tls_handshake(connection, now_s)
+            if connection.tls_handshaking or connection.client_id not in self.connections:
+                return
+            mask |= selectors.EVENT_READ  # application bytes may have come with the handshake
         if mask & selectors.EVENT_WRITE:
             self._flush(connection, now_s)
         if mask & selectors.EVENT_READ and connection.close_reason is None:
-            try:
-                data = connection.sock.recv(RECV_CHUNK_BYTES)
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError as error:
-                self._drop(connection, f"receive failed: {error}")
+            data = self._receive(connection)
+            if data is None:
                 return
             if not data:
                 self._drop(connection, "connection closed by the client")
                 return
             connection.last_progress_s = now_s
             self.core.feed(connection.client_id, data)
+
+    def _receive(self, connection: _Connection) -> bytes | None:
+        """The bytes available now (b"" at end of stream); None when none yet or dropped."""
+        sock = connection.sock
+        try:
+            data = sock.recv(RECV_CHUNK_BYTES)
+            if isinstance(sock, ssl.SSLSocket):
+                while data and sock.pending():  # decrypted bytes the selector cannot see
+                    data += sock.recv(sock.pending())
+        except (BlockingIOError, InterruptedError, ssl.SSLWantReadError, ssl.SSLWantWriteError):
+            return None
+        except ssl.SSLZeroReturnError:
+            return b""
+        except OSError as error:
+            self._drop(connection, f"receive failed: {error}")
+            return None
+        return data
+
+    def _continue_tls_handshake(self, connection: _Connection, now_s: float) -> None:
+        sock = connection.sock
+        assert isinstance(sock, ssl.SSLSocket)
+        try:
+            sock.do_handshake()
+        except ssl.SSLWantReadError:
+            connection.tls_wants_write = False
+            return
+        except ssl.SSLWantWriteError:
+            connection.tls_wants_write = True
+            return
+        except OSError as error:
+            quiet = isinstance(error, (ssl.SSLEOFError, ConnectionError))  # a probe that hung up
+            level = 10 if quiet else 30
+            log(level, "Client %s: TLS handshake failed: %s", connection.client_id, error)
+            self._drop(connection, f"TLS handshake failed: {error}")
+            return
+        connection.tls_handshaking = False
+        connection.tls_wants_write = False
+        connection.last_progress_s = now_s
+        log(10, "Client %s: TLS %s established", connection.client_id, sock.version())
 
     def _collect_output(self, connection: _Connection) -> None:
         if connection.client_id not in self.core.clients:
@@ -313,7 +411,7 @@ class StorageServer:
         while connection.outbuf:
             try:
                 sent = connection.sock.send(connection.outbuf)
-            except (BlockingIOError, InterruptedError):
+            except (BlockingIOError, InterruptedError, ssl.SSLWantWriteError, ssl.SSLWantReadError):
                 break
             except OSError as error:
                 self._drop(connection, f"send failed: {error}")
@@ -324,21 +422,35 @@ class StorageServer:
             self._drop(connection, connection.close_reason)
 
     def _drop_stalled(self, now_s: float) -> None:
-        """Drop clients stuck mid-message, inside their commit, or not reading replies."""
-        stalled = [
-            connection
-            for connection in self.connections.values()
-            if self._is_waiting_on(connection)
-            and now_s - connection.last_progress_s > self.client_timeout_s
-        ]
-        for connection in stalled:  # decided first: a drop may pass the commit turn on
-            self._drop(connection, f"no progress for {self.client_timeout_s} s")
+        """Drop clients stuck mid-message, unauthenticated too long, or idle too long."""
+        reasons = {}
+        for connection in self.connections.values():
+            reason = self._overstay_reason(connection, now_s)
+            if reason is not None:
+                reasons[connection.client_id] = (connection, reason)
+        for connection, reason in reasons.values():  # decided first: a drop may pass a turn on
+            log(30, "Client %s: %s", connection.client_id, reason)
+            self._drop(connection, reason)
+
+    def _overstay_reason(self, connection: _Connection, now_s: float) -> str | None:
+        silent_s = now_s - connection.last_progress_s
+        if self._is_waiting_on(connection) and silent_s > self.client_timeout_s:
+            return f"no progress for {self.client_timeout_s} s (stalled mid-message)"
+        if (
+            not self.core.is_authenticated(connection.client_id)
+            and now_s - connection.connected_s > self.auth_timeout_s
+        ):
+            return f"not authenticated within {self.auth_timeout_s} s"
+        if 0 < self.idle_timeout_s < silent_s:
+            return f"idle for more than {self.idle_timeout_s} s (--idle-timeout)"
+        return None
 
     def _is_waiting_on(self, connection: _Connection) -> bool:
         """True when the server waits for this client to read or to finish a message."""
         client_id = connection.client_id
         return (
-            bool(connection.outbuf)
+            connection.tls_handshaking
+            or bool(connection.outbuf)
             or self.core.buffered_bytes(client_id) > 0
             or self.core.holds_commit_turn(client_id)
         )
@@ -363,6 +475,31 @@ class StorageServer:
         self.connections.clear()
         self.sockets = []
         self.address.close(listener)
+
+
+def _check_positive(name: str, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+        raise ValueError(f"{name} must be a positive number, got {value!r}")
+
+
+def with_message_limits(
+    limits: Limits, max_message_bytes: int | None, max_commit_records: int | None
+) -> Limits:
+    """``limits`` with the two operator-facing limits applied (None: keep)."""
+    changes: dict[str, int] = {}
+    if max_message_bytes is not None:
+        _check_positive("max_message_bytes", max_message_bytes)
+        changes["max_commit_bytes"] = max_message_bytes
+        changes["max_record_bytes"] = min(limits.max_record_bytes, max_message_bytes)
+        changes["max_bulk_load_oids"] = max(
+            1, min(limits.max_bulk_load_oids, max_message_bytes // 8)
+        )
+    if max_commit_records is not None:
+        _check_positive("max_commit_records", max_commit_records)
+        changes["max_commit_records"] = max_commit_records
+    result = dataclasses.replace(limits, **changes)
+    assert max_message_bytes is None or result.max_commit_bytes == max_message_bytes
+    return result
 
 
 def wait_for_server(

@@ -20,9 +20,13 @@ def main() -> None:
     parser.add_argument("--readonly", action="store_true")
     parser.add_argument("--gcbytes", type=int, default=0)
     parser.add_argument("--systemd-fd", type=int, default=None)
+    parser.add_argument("--client-timeout", type=float, default=None)
+    parser.add_argument("--max-message-bytes", type=int, default=None)
+    parser.add_argument("--max-commit-records", type=int, default=None)
+    parser.add_argument("--log-level", type=int, default=logging.DEBUG)
     options = parser.parse_args()
 
-    logging.basicConfig(stream=sys.stdout, level=logging.DEBUG, format="%(message)s")
+    logging.basicConfig(stream=sys.stdout, level=options.log_level, format="%(message)s")
     from durus.storage_server import StorageServer
 
     if options.systemd_fd is not None:
@@ -38,7 +42,13 @@ def main() -> None:
 
         storage = MemoryStorage()
     address = options.address if options.address else ("127.0.0.1", options.port)
-    server = StorageServer(storage, address=address, gcbytes=options.gcbytes)
+    settings: dict = {}
+    if options.client_timeout is not None:
+        settings["client_timeout_s"] = options.client_timeout
+    for name in ("max_message_bytes", "max_commit_records"):
+        if getattr(options, name) is not None:
+            settings[name] = getattr(options, name)
+    server = StorageServer(storage, address=address, gcbytes=options.gcbytes, **settings)
     server.serve_until_quit()
 
 

@@ -2,17 +2,23 @@
 
 ``ServerProcess`` starts ``tests/support/run_server.py`` in a subprocess (it
 never depends on the ``durus`` command line) and waits, bounded, until it
-accepts connections. ``RawClient`` speaks protocol messages to a ServerCore
-in-process; ``RawSocketClient`` does the same over a real socket with a
-timeout on every wait.
+accepts connections. ``ThreadedServer`` runs a StorageServer in a thread of
+the test process. ``RawClient`` speaks protocol messages to a ServerCore
+in-process. ``LogCapture`` collects the ``durus`` logger's messages (it
+attaches its own handler, so it works even after the command line turned
+propagation off). ``make_tls_files`` makes a throw-away self-signed
+certificate with the ``openssl`` command; ``write_secret`` a secret file.
 """
 
 from __future__ import annotations
 
+import logging
 import os
+import shutil
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -101,17 +107,27 @@ class RawClient:
 class ServerProcess:
     """A StorageServer in a subprocess; ``stop()`` always leaves no process behind."""
 
-    def __init__(self, *args: str, address: str | None = None, env: dict | None = None) -> None:
+    def __init__(
+        self, *args: str, address: str | None = None, env: dict | None = None,
+        log_path: Path | None = None,
+    ) -> None:  # fmt: skip
+        """``log_path``: the server's log goes to this file, not a pipe (for chatty runs)."""
         self.port = free_port() if address is None else None
         self.address: Any = ("127.0.0.1", self.port) if address is None else address
         where = ["--port", str(self.port)] if address is None else ["--address", address]
         full_env = dict(os.environ, PYTHONPATH=str(REPO_ROOT), **(env or {}))
-        self.process = subprocess.Popen(
-            [sys.executable, str(RUN_SERVER), *where, *args],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            env=full_env,
-        )
+        self.log_path = log_path
+        log_file = open(log_path, "wb") if log_path is not None else None  # noqa: SIM115
+        try:
+            self.process = subprocess.Popen(
+                [sys.executable, str(RUN_SERVER), *where, *args],
+                stdout=subprocess.PIPE if log_file is None else log_file,
+                stderr=subprocess.STDOUT,
+                env=full_env,
+            )
+        finally:
+            if log_file is not None:
+                log_file.close()
         self.wait_until_ready()
 
     def wait_until_ready(self) -> None:
@@ -152,6 +168,8 @@ class ServerProcess:
             self.process.wait(timeout=WAIT_S)
 
     def output(self) -> str:
+        if self.log_path is not None:
+            return self.log_path.read_text(encoding="utf-8", errors="replace")
         if self.process.poll() is None:
             return "(still running)"
         assert self.process.stdout is not None
@@ -175,3 +193,89 @@ def recv_exactly(sock: socket.socket, size: int) -> bytes:
         chunks.append(chunk)
         remaining -= len(chunk)
     return b"".join(chunks)
+
+
+class ThreadedServer:
+    """A StorageServer serving in a daemon thread; ``stop()`` is bounded."""
+
+    def __init__(self, storage: Any = None, **kwargs: Any) -> None:
+        from durus.storage import MemoryStorage
+        from durus.storage_server import StorageServer, wait_for_server
+
+        self.port = free_port()
+        self.address = ("127.0.0.1", self.port)
+        storage = MemoryStorage() if storage is None else storage
+        self.server = StorageServer(storage, port=self.port, **kwargs)
+        self.thread = threading.Thread(target=self.server.serve_until_quit, daemon=True)
+        self.thread.start()
+        wait_for_server(port=self.port, maxtries=250, sleeptime=0.02)
+
+    def connect_raw(self) -> socket.socket:
+        return socket.create_connection(self.address, timeout=WAIT_S)
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.thread.join(WAIT_S)
+        assert not self.thread.is_alive()
+
+    def __enter__(self) -> ThreadedServer:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+
+class LogCapture(logging.Handler):
+    """Messages of the ``durus`` logger (all levels) while in a ``with`` block."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.messages: list[str] = []
+        self._lock_messages = threading.Lock()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        with self._lock_messages:
+            self.messages.append(record.getMessage())
+
+    def text(self) -> str:
+        with self._lock_messages:
+            return "\n".join(self.messages)
+
+    def __enter__(self) -> LogCapture:
+        durus_logger = logging.getLogger("durus")
+        self._previous_level = durus_logger.level
+        durus_logger.addHandler(self)
+        durus_logger.setLevel(logging.DEBUG)
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        durus_logger = logging.getLogger("durus")
+        durus_logger.removeHandler(self)
+        durus_logger.setLevel(self._previous_level)
+
+
+def has_openssl() -> bool:
+    return shutil.which("openssl") is not None
+
+
+def make_tls_files(directory: Path, name: str = "server") -> tuple[str, str]:
+    """(certificate, key) PEM paths: self-signed, for 127.0.0.1 and localhost, one day."""
+    cert = directory / f"{name}-cert.pem"
+    key = directory / f"{name}-key.pem"
+    subprocess.run(
+        [
+            "openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+            "ec_paramgen_curve:prime256v1", "-nodes", "-days", "1", "-subj", "/CN=localhost",
+            "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost",
+            "-keyout", str(key), "-out", str(cert),
+        ],
+        check=True, capture_output=True, timeout=WAIT_S,
+    )  # fmt: skip
+    return str(cert), str(key)
+
+
+def write_secret(path: Path, secret: bytes = b"0123456789abcdef0123456789abcdef") -> str:
+    """A secret file readable by its owner only."""
+    path.write_bytes(secret + b"\n")
+    path.chmod(0o600)
+    return str(path)

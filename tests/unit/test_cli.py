@@ -647,3 +647,115 @@ def test_configure_readline_completes_the_namespace(tmp_path: Path) -> None:
     completer = readline.get_completer()
     assert completer is not None and completer("conn", 0) == "connection"
     assert readline.get_history_item(readline.get_current_history_length()) == "root.keys()"
+
+
+# ---------------------------------------------------------------- server limits and access control
+
+LIMIT_FLAGS = ("--max-message-bytes", "--max-commit-records", "--max-clients", "--idle-timeout")
+SERVER_ACCESS_FLAGS = ("--auth-file", "--tls-cert", "--tls-key")
+CLIENT_ACCESS_FLAGS = ("--auth-file", "--tls-ca")
+
+
+def test_limit_and_access_options_are_in_the_help() -> None:
+    server_help = cli._server_parser().format_help()
+    for flag in (*LIMIT_FLAGS, *SERVER_ACCESS_FLAGS, "--stop-tls-ca"):
+        assert flag in server_help
+    assert "never" in server_help  # --idle-timeout says what 0 means
+    for parser in (cli._client_parser(), cli._pack_parser()):
+        for flag in CLIENT_ACCESS_FLAGS:
+            assert flag in parser.format_help()
+
+
+@needs_server
+def test_limit_defaults_match_the_server_module() -> None:
+    storage_server = importlib.import_module("durus.storage_server")
+    assert cli.DEFAULT_MAX_MESSAGE_BYTES == storage_server.DEFAULT_MAX_MESSAGE_BYTES
+    assert cli.DEFAULT_MAX_COMMIT_RECORDS == storage_server.DEFAULT_MAX_COMMIT_RECORDS
+    assert cli.DEFAULT_MAX_CLIENTS == storage_server.DEFAULT_MAX_CLIENTS
+    assert cli.DEFAULT_IDLE_TIMEOUT_S == storage_server.DEFAULT_IDLE_TIMEOUT_S
+
+
+def _secret_file(tmp_path: Path, mode: int = 0o600) -> str:
+    path = tmp_path / "secret"
+    path.write_bytes(b"an example secret of 32 bytes..!\n")
+    path.chmod(mode)
+    return str(path)
+
+
+@needs_server
+def test_server_settings_reach_the_storage_server(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from durus.storage import MemoryStorage
+
+    captured: dict[str, object] = {}
+
+    def fake_start(logfile: object, level: object, address: object, storage: object, **kw: object):
+        captured.update(kw)
+
+    monkeypatch.setattr(cli, "start_durus", fake_start)
+    monkeypatch.setattr(cli, "open_storage_for_user", lambda *a, **k: MemoryStorage())
+    secret = _secret_file(tmp_path)
+    args = ["--max-message-bytes=0x10000", "--max-commit-records=10", "--max-clients", "5"]
+    assert cli.run_durus_main([*args, "--idle-timeout=2.5", f"--auth-file={secret}"]) == 0
+    assert captured == {
+        "gcbytes": 0, "max_message_bytes": 65536, "max_commit_records": 10, "max_clients": 5,
+        "idle_timeout_s": 2.5, "auth_secret": b"an example secret of 32 bytes..!",
+    }  # fmt: skip
+    captured.clear()
+    assert cli.run_durus_main([]) == 0
+    assert captured["idle_timeout_s"] == 0 and "auth_secret" not in captured
+
+
+def test_bad_limits_and_secret_files_are_user_errors(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    readable = _secret_file(tmp_path, 0o644)
+    assert cli.main(["-s", "--max-clients=0"]) == 1
+    assert cli.main(["-s", "--idle-timeout=-1"]) == 1
+    assert cli.main(["-s", f"--auth-file={readable}"]) == 1
+    assert cli.main(["-s", "--tls-cert=cert.pem"]) == 1
+    assert cli.main(["-p", "--port=1", f"--auth-file={readable}"]) == 1
+    errors = capsys.readouterr().err.splitlines()
+    assert errors[0] == "durus: error: --max-clients must be > 0, not 0"
+    assert errors[1].startswith("durus: error: --idle-timeout must be >= 0")
+    assert "readable by its owner only" in errors[2] and "chmod 600" in errors[2]
+    assert errors[3] == "durus: error: --tls-cert and --tls-key go together"
+    assert "readable by its owner only" in errors[4]
+
+
+@needs_server
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="the openssl command is missing")
+def test_server_with_auth_and_tls_end_to_end(tmp_path: Path) -> None:
+    from tests.support.server_fixtures import make_tls_files
+
+    cert, key = make_tls_files(tmp_path)
+    secret = _secret_file(tmp_path)
+    port = free_port()
+    access = [f"--auth-file={secret}"]
+    log_path = tmp_path / "server.log"
+    with open(log_path, "w") as log_file:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "durus", "-s", f"--file={tmp_path / 'a.durus'}",
+             f"--port={port}", *access, f"--tls-cert={cert}", f"--tls-key={key}"],
+            stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT, env=_env(),
+        )  # fmt: skip
+    try:
+        deadline = time.monotonic() + SERVER_START_TIMEOUT_S
+        while not _accepts(port):
+            assert process.poll() is None and time.monotonic() < deadline, log_path.read_text()
+            time.sleep(0.05)
+        plain = durus("-p", f"--port={port}")
+        assert plain.returncode == 1 and "Traceback" not in plain.stderr
+        packed = durus("-p", f"--port={port}", *access, f"--tls-ca={cert}")
+        assert packed.returncode == 0, packed.stderr
+        assert "started a pack" in packed.stdout
+        stop = durus("-s", "--stop", f"--port={port}", *access, f"--stop-tls-ca={cert}")
+        assert stop.returncode == 0, stop.stderr
+        process.wait(timeout=TIMEOUT_S)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(timeout=TIMEOUT_S)
+    log_text = log_path.read_text()
+    assert "(TLS, authentication required)" in log_text and "TLS handshake failed" in log_text

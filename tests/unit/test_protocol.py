@@ -371,7 +371,8 @@ def test_module_imports_no_io_or_object_layer() -> None:
             imported.add(node.module or "")
     forbidden = {"socket", "time", "pickle", "selectors", "durus.persistent", "durus.connection"}
     assert not imported & forbidden
-    assert imported <= {"__future__", "struct", "collections", "dataclasses", "durus.error"}
+    allowed = {"__future__", "struct", "collections", "dataclasses", "durus.error"}
+    assert imported <= allowed | {"hashlib", "hmac"}  # hmac: the authentication extension
 
 
 # ---------------------------------------------------------------- the captured 4.3 streams
@@ -432,3 +433,63 @@ def drain_one(stream: bytes) -> object:
     proto = ServerProtocol()
     proto.receive_data(stream)
     return proto.next_event()
+
+
+# ---------------------------------------------------------------- the authentication extension
+
+
+def test_the_auth_byte_is_an_unknown_command_when_authentication_is_off() -> None:
+    from durus.protocol import CMD_AUTHENTICATE
+
+    server = ServerProtocol()
+    server.receive_data(CMD_AUTHENTICATE + bytes(32))
+    assert server.next_event() == UnknownCommand(CMD_AUTHENTICATE)
+    assert server.state == CLOSED
+
+
+def test_auth_messages_round_trip_on_both_ends() -> None:
+    from durus.protocol import (
+        AUTH_CLIENT_LABEL,
+        AUTH_SERVER_LABEL,
+        AuthAccepted,
+        AuthChallenge,
+        Authenticate,
+        AuthProof,
+        auth_mac,
+        macs_match,
+    )
+
+    client_nonce, server_nonce = bytes(range(32)), bytes(range(32, 64))
+    server_mac = auth_mac(b"secret", AUTH_SERVER_LABEL, client_nonce, server_nonce)
+    client_mac = auth_mac(b"secret", AUTH_CLIENT_LABEL, client_nonce, server_nonce)
+    assert server_mac != client_mac and macs_match(server_mac, server_mac)
+    assert not macs_match(server_mac, client_mac)
+    client = ClientProtocol()
+    server = ServerProtocol(authentication=True)
+    for request in (Authenticate(client_nonce), AuthProof(client_mac)):
+        data = client.send(request)
+        server.receive_data(data[:5])
+        assert isinstance(server.next_event(), NeedData)
+        server.receive_data(data[5:])
+        assert server.next_event() == request
+    challenge = AuthChallenge(server_nonce, server_mac)
+    client.receive_data(encode_reply(challenge) + encode_reply(AuthAccepted()))
+    assert client.next_event() == challenge
+    assert client.next_event() == AuthAccepted()
+    with pytest.raises(ValueError):
+        encode_request(Authenticate(b"short"))
+    with pytest.raises(ValueError):
+        auth_mac(b"secret", AUTH_CLIENT_LABEL, b"short", server_nonce)
+
+
+def test_a_wrong_auth_status_is_a_protocol_error() -> None:
+    from durus.protocol import Authenticate, AuthProof
+
+    client = ClientProtocol()
+    client.send(Authenticate(bytes(32)))
+    client.receive_data(bytes(64))
+    client.next_event()
+    client.send(AuthProof(bytes(32)))
+    client.receive_data(b"I")
+    with pytest.raises(ProtocolError, match="auth_status"):
+        client.next_event()

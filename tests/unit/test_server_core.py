@@ -615,3 +615,84 @@ def test_core_imports_no_sockets_clocks_or_object_layer() -> None:
         elif isinstance(node, ast.ImportFrom):
             imported.add(node.module or "")
     assert not imported & {"socket", "selectors", "time", "pickle", "durus.connection"}
+
+
+# ---------------------------------------------------------------- authentication
+
+
+def authenticated_core() -> ServerCore:
+    return new_core(auth_secret=b"the secret 0123456789", nonce_source=lambda n: b"\x07" * n)
+
+
+def test_authentication_then_normal_requests() -> None:
+    from durus.protocol import (
+        AUTH_CLIENT_LABEL,
+        AUTH_SERVER_LABEL,
+        AuthAccepted,
+        AuthChallenge,
+        Authenticate,
+        AuthProof,
+        auth_mac,
+    )
+
+    core = authenticated_core()
+    client = RawClient(core, handshake=False)
+    assert not core.is_authenticated(client.client_id)
+    nonce = bytes(range(32))
+    challenge = client.request(Authenticate(nonce))
+    assert isinstance(challenge, AuthChallenge) and challenge.server_nonce == b"\x07" * 32
+    secret = b"the secret 0123456789"
+    assert challenge.server_mac == auth_mac(secret, AUTH_SERVER_LABEL, nonce, b"\x07" * 32)
+    proof = auth_mac(secret, AUTH_CLIENT_LABEL, nonce, b"\x07" * 32)
+    assert client.request(AuthProof(proof)) == AuthAccepted()
+    assert core.is_authenticated(client.client_id)
+    client.request(Version())
+    committed(client, {0: record(0)})
+    assert core.storage.load(oid(0)) == record(0)
+    client.send_bytes(b"A" + bytes(32))  # authenticating twice: dropped
+    assert client.closed
+
+
+@pytest.mark.parametrize(
+    ("first", "reply"),
+    [
+        (b"V" + int4(1), int4(0x41555448)),
+        (b"L" + bytes(8), b""),
+        (b"Q", b""),
+        (b"C", b""),
+        (b"A" + bytes(32) + bytes(32), None),  # a wrong proof
+    ],
+)
+def test_without_authentication_nothing_else_is_served(first: bytes, reply: bytes | None) -> None:
+    core = authenticated_core()
+    client = RawClient(core, handshake=False)
+    data = client.send_bytes(first)
+    if reply is not None:
+        assert data == reply
+        assert client.closed_reason is not None
+        assert "authentication required" in client.closed_reason
+    else:
+        assert len(data) == 64 and client.closed_reason == "authentication failed: wrong proof"
+    assert not core.quit_requested and not core.storage.records
+
+
+def test_auth_secret_is_validated() -> None:
+    with pytest.raises(ValueError):
+        new_core(auth_secret=b"")
+    with pytest.raises(ValueError):
+        new_core(auth_secret="text")
+
+
+def test_no_server_module_imports_pickle() -> None:
+    """The server never unpickles client data: none of its modules can."""
+    import ast
+
+    root = Path(__file__).parents[2] / "durus"
+    names = ("protocol", "server_core", "storage_server", "socket_address", "auth", "record")
+    for name in names:
+        tree = ast.parse((root / f"{name}.py").read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                assert not {a.name for a in node.names} & {"pickle", "_pickle", "marshal"}, name
+            elif isinstance(node, ast.ImportFrom):
+                assert node.module not in ("pickle", "_pickle", "marshal", "durus.serialize"), name
