@@ -15,17 +15,19 @@ storage or the connection: nodes talk to their connection only through
 ``PersistentObject``. Bad arguments from the application get explicit
 exceptions, never ``assert``.
 
-Why a cached count can be trusted: a node is noted changed whenever the
-number of items in its subtree changes (every node on the path of an insert
-of a new key or of a delete). So ``abort()``, and the invalidations another
-client's commit sends, ghost every node whose cached count could be stale,
-and ghosting drops the count. Restructuring (split, merge, borrow) keeps the
-total of the parent's subtree; the counts of the nodes it rearranges are
-recomputed when that is cheap (no ghost is loaded for it) and otherwise
-forgotten, to be recomputed by ``get_count()`` on demand. A writer that does
-not follow this rule (the Durus 4.3 wheel changes only the node that holds
-the key) can leave another process's cached counts stale until those nodes
-are ghosted; ``get_count(recount=True)`` always walks.
+Why a cached count can be trusted: counts live in memory only, stamped with
+the module's *count generation*, and only a count of the current generation is
+used. Ghosting any node (abort, an invalidation from another client, a cache
+shrink) starts a new generation, because the node may come back with other
+contents while its ancestors still hold counts that included the old ones. An
+insert or delete adjusts the current counts along its path in memory without
+noting a change in the nodes whose items did not change, so a transaction
+writes exactly the nodes Durus 4.3 writes (two clients inserting into
+different leaves do not conflict) and any writer, Durus 4.3 included, can
+share the tree. A leaf's count is its number of items; an internal node's
+stale count is recomputed from its children on demand. So ``len(tree)`` is
+O(1) while nothing was ghosted, and after a ghosting it walks the tree once
+(never more than Durus 4.3, which walks on every call).
 """
 
 from __future__ import annotations
@@ -98,10 +100,21 @@ class _NullCount:
         return "<_NullCount>"
 
 
+_count_generation = 0
+
+
+def _start_count_generation() -> None:
+    """Make every cached count stale: some node may come back with other contents."""
+    global _count_generation
+    _count_generation += 1
+
+
 def _set_count(node: BNode, count: int | None) -> None:
     """Cache ``count`` as the subtree count of ``node`` (None: forget it). Never notes a change."""
     if count is not None:
+        assert count >= 0
         _setattribute(node, "_count", count)
+        _setattribute(node, "_count_generation", _count_generation)
     else:
         try:
             _delattribute(node, "_count")
@@ -114,13 +127,14 @@ def _peek_count(node: BNode) -> int | None:
     if node._p_is_ghost():
         return None
     try:
-        count: int = _getattribute(node, "_count")
-        return count
+        if _getattribute(node, "_count_generation") == _count_generation:
+            count: int = _getattribute(node, "_count")
+            return count
     except AttributeError:
         pass
     if _getattribute(node, "nodes") is None:
         count = len(_getattribute(node, "items"))
-        _setattribute(node, "_count", count)
+        _set_count(node, count)
         return count
     return None
 
@@ -136,7 +150,7 @@ def _cheap_count(node: BNode) -> int | None:
         if child_count is None:
             return None
         total += child_count
-    _setattribute(node, "_count", total)
+    _set_count(node, total)
     return total
 
 
@@ -146,10 +160,11 @@ class BNode(PersistentObject):
     ``items`` is the ascending list of ``(key, value)`` tuples; ``nodes`` is
     None for a leaf, else the list of ``len(items) + 1`` children. A non-root
     node holds t-1 .. 2t-1 items. ``_count`` (in memory only, may be unset)
-    is the number of items in the subtree.
+    is the number of items in the subtree, valid while ``_count_generation``
+    equals the module's current count generation.
     """
 
-    __slots__ = ["items", "nodes", "_count"]
+    __slots__ = ["items", "nodes", "_count", "_count_generation"]
 
     minimum_degree: ClassVar[int] = 2
     items_is: ClassVar[list[type]] = [tuple]
@@ -162,7 +177,7 @@ class BNode(PersistentObject):
     def __init__(self) -> None:
         self.items = []
         self.nodes = None
-        _setattribute(self, "_count", 0)
+        _set_count(self, 0)
 
     def __getstate__(self) -> dict[str, Any]:
         """``{'items': ..., 'nodes': ...}``: the Durus 4.3 state; the count is never stored."""
@@ -229,7 +244,7 @@ class BNode(PersistentObject):
         total = len(self.items)
         for child in self.nodes or ():
             total += child.get_count(recount)
-        _setattribute(self, "_count", total)
+        _set_count(self, total)
         return total
 
     def __len__(self) -> int:
@@ -299,12 +314,23 @@ class BNode(PersistentObject):
     # -- insertion ----------------------------------------------------------------
 
     def _add_to_count(self, delta: int) -> None:
-        """Adjust the cached subtree count, if there is one."""
+        """Adjust the cached subtree count, if it is current (a stale one stays stale).
+
+        Called after the items changed, so the count is never recomputed here:
+        that would count the change twice.
+        """
         try:
+            if _getattribute(self, "_count_generation") != _count_generation:
+                return
             count = _getattribute(self, "_count")
         except AttributeError:
             return
-        _setattribute(self, "_count", count + delta)
+        _set_count(self, count + delta)
+
+    def _p_set_status_ghost(self) -> None:
+        """Ghost this node; every cached count may now be stale (see the module docstring)."""
+        _start_count_generation()
+        PersistentObject._p_set_status_ghost(self)
 
     def insert_item(self, item: Item) -> bool:
         """Insert ``item`` (or replace the item with its key) below this non-full node.
@@ -339,7 +365,6 @@ class BNode(PersistentObject):
                 child = self.nodes[position + 1]
         added = child.insert_item(item)
         if added:
-            self._p_note_change()
             self._add_to_count(1)
         return added
 
@@ -356,8 +381,8 @@ class BNode(PersistentObject):
             raise ValueError("split_child() needs the full child found at that position")
         t = child.minimum_degree
         old_count = _peek_count(child)
+        child._p_note_change()  # the order of notes is the order records are written
         self._p_note_change()
-        child._p_note_change()
         sibling = real_class(child)()
         sibling.items = child.items[t:]
         middle = child.items[t - 1]
@@ -396,7 +421,6 @@ class BNode(PersistentObject):
             self.delete(key_below)
             return
         below.delete(key_below)
-        self._p_note_change()
         self._add_to_count(-1)
 
     def _prepare_delete_here(self, position: int, key: Any) -> tuple[BNode, Any]:
@@ -433,11 +457,11 @@ class BNode(PersistentObject):
             self._borrow_from_left(position)
         elif has_right and len(nodes[position + 1].items) >= t:
             self._borrow_from_right(position)
-        elif has_right:
-            return self._merge_children(position)
-        else:
-            assert has_left, "an internal node has at least two children"
+        elif has_left:
             return self._merge_children(position - 1)
+        else:
+            assert has_right, "an internal node has at least two children"
+            return self._merge_children(position)
         assert len(child.items) == t
         return child
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 import pytest
 
 from tests.compat import file_layout
-from tests.compat.known_issues import BTREE_REWRITES_ANCESTORS
 
 
 def run_on_both(sides, kind: str, tmp_path, *commands: str):
@@ -62,7 +61,6 @@ def test_changes_without_btrees_same_bytes(kind, sides, tmp_path):
     assert_same_storage_content(kind, ours, peer)
 
 
-@pytest.mark.xfail(strict=True, reason=BTREE_REWRITES_ANCESTORS)
 @pytest.mark.parametrize("kind", ["file"])
 def test_changes_same_bytes(kind, sides, tmp_path):
     commands = ["build:standard", "mutate:1:inserts", "pack", "mutate:2:inserts"]
@@ -70,7 +68,6 @@ def test_changes_same_bytes(kind, sides, tmp_path):
     assert_same_storage_content(kind, ours, peer)
 
 
-@pytest.mark.xfail(strict=True, reason=BTREE_REWRITES_ANCESTORS)
 def test_btree_insert_rewrites_only_changed_nodes(sides, tmp_path):
     """Minimal pin: 10 even keys in a BNode tree, then insert 5; only the leaf changes."""
     ours, peer = run_on_both(sides, "file", tmp_path, "treeinsert")

@@ -18,7 +18,6 @@ import pytest
 
 from tests.compat import harness
 from tests.compat.dumps import assert_same_dump
-from tests.compat.known_issues import BTREE_REWRITES_ANCESTORS, STALE_BTREE_LEN
 
 # (server side, client a side, client b side)
 CONFIGS = {
@@ -29,12 +28,6 @@ CONFIGS = {
 }
 CONFLICT_ERRORS = {"AssertionError", "StillConflictedError"}
 PACK_WAIT_S = 20.0
-
-
-def configs_with_xfail(config_name: str, reason: str):
-    """All CONFIGS, with one of them pinned as a known, strict xfail."""
-    marks = {config_name: pytest.mark.xfail(strict=True, reason=reason)}
-    return [pytest.param(name, marks=marks.get(name, ())) for name in CONFIGS]
 
 
 class WireSetup:
@@ -96,7 +89,7 @@ def other(side_name: str) -> str:
     return "peer" if side_name == "ours" else "ours"
 
 
-@pytest.mark.parametrize("config", configs_with_xfail("peer-server/mixed-clients", STALE_BTREE_LEN))
+@pytest.mark.parametrize("config", CONFIGS)
 def test_commits_loads_and_crawl(config, sides, tmp_path):
     """A file built offline by the other side, served, changed through the wire, read by all."""
     server_name = CONFIGS[config][0]
@@ -233,7 +226,6 @@ def test_new_oids_from_several_clients(config, sides, tmp_path):
         assert set(stored) <= {int(oid) for oid in dumps[0]["objects"]}
 
 
-@pytest.mark.xfail(strict=True, reason=STALE_BTREE_LEN)
 def test_btree_len_after_peer_client_insert(sides, tmp_path):
     """Minimal pin: our client counts a tree; a 4.3 client inserts one key; we count again."""
     with wire(sides, "our-server/mixed-clients", tmp_path) as setup:
@@ -304,7 +296,7 @@ def test_unix_socket_server(server_side, sides, tmp_path):
     "client_side",
     [
         "peer",
-        pytest.param("ours", marks=pytest.mark.xfail(strict=True, reason=BTREE_REWRITES_ANCESTORS)),
+        "ours",
     ],
 )
 def test_inserts_into_different_leaves_do_not_conflict(client_side, sides, tmp_path):

@@ -88,7 +88,7 @@ def test_node_classes_and_degrees() -> None:
         assert node_class is BNode or node_class.__bases__ == (BNode,)
         assert node_class.items_is == [tuple]
         assert node_class.nodes_is[0] is None and node_class.nodes_is[1] == [BNode]
-    assert BNode.__slots__ == ["items", "nodes", "_count"]
+    assert BNode.__slots__ == ["items", "nodes", "_count", "_count_generation"]
     assert BTree.__slots__ == ["root"] and BTree.root_is is BNode
 
 
@@ -405,22 +405,44 @@ def path_to(tree: BTree, key: Any) -> list[BNode]:
 
 
 @pytest.mark.parametrize("node_class", SMALL_NODE_CLASSES)
-def test_changing_the_count_notes_every_node_on_the_path(node_class: type[BNode]) -> None:
+def test_an_insert_or_delete_notes_only_the_nodes_it_changes(node_class: type[BNode]) -> None:
+    """As in Durus 4.3: ancestors whose items are unchanged are not rewritten."""
     tree = tree_of(node_class, range(0, 400, 2))
     connection = FakeConnection()
     for key in (201, 150, 0, 399, 2, 4, 6, 8, 10):
         save_all(tree, connection)
         connection.changed.clear()
-        path = path_to(tree, key)
+        states = {
+            id(node): (list(node.items), node.nodes and list(node.nodes))
+            for node in all_nodes(tree.root)
+        }
         if key % 2:
             tree[key] = key
         else:
             del tree[key]
-        remaining = all_nodes(tree.root)
-        for node in path:
-            assert node in connection.changed or node not in remaining
-        assert tree.root in connection.changed
+        for node in all_nodes(tree.root):
+            if node._p_oid is None:
+                continue  # a new node from a split: stored through its parent's reference
+            unchanged = states.get(id(node)) == (list(node.items), node.nodes and list(node.nodes))
+            assert unchanged or node in connection.changed
+            assert not unchanged or node not in connection.changed
         check_btree(tree)
+
+
+def test_len_stays_exact_when_a_leaf_changes_behind_its_ancestors() -> None:
+    """Another client's insert rewrites only a leaf; ghosting it must refresh len()."""
+    tree = tree_of(BNode, range(0, 40, 2))
+    connection = FakeConnection()
+    save_all(tree, connection)
+    assert len(tree) == 20
+    leaf = path_to(tree, 5)[-1]
+    assert leaf.nodes is None
+    changed_items = sorted([*leaf.items, (5, 5)])
+    connection.stored[leaf._p_oid] = pickle.dumps({"items": changed_items, "nodes": None}, 2)
+    leaf._p_set_status_ghost()  # what an invalidation does
+    assert len(tree) == 21
+    assert tree[5] == 5 and len(list(tree)) == 21
+    check_btree(tree)
 
 
 def test_replacing_a_value_notes_only_the_holding_node() -> None:
