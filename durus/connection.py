@@ -24,6 +24,7 @@ exceptions, never ``assert`` (they must survive ``python -O``):
 from __future__ import annotations
 
 import pickle
+from collections import deque
 from collections.abc import Iterator
 from time import perf_counter
 from typing import Any
@@ -47,7 +48,6 @@ from durus.persistent import (
     _status_set,
     _twin_by_class,
     real_class,
-    untrack,
 )
 from durus.record import pack_record, unpack_record
 from durus.serialize import ObjectReader, ObjectWriter, persistent_load
@@ -68,6 +68,8 @@ __all__ = [
 MAX_OID_INT = 2**64 - 1
 DEAD_KEYS_PURGE_MIN = 1000
 SHRINK_LOG_LEVEL = 10
+MAX_LOAD_ATTEMPTS = 8  # loads of one oid per get_stored_pickle, each after a sync
+_consume: Any = deque(maxlen=0).extend  # runs an iterator to its end in C
 
 
 class ConnectionTypeError(TypeError, AssertionError, DurusError):
@@ -105,9 +107,11 @@ class Connection(ConnectionBase):
         self.reader = ObjectReader(self)
         self.changed: dict[bytes, Any] = {}
         self.invalid_oids: set[bytes] = set()
-        self._accessed: list[Any] = []
-        self._note_accessed = self._accessed.append
-        self._recent_map = self.cache.recent_objects.map
+        # Objects read in this transaction, in order; also the cache's pending
+        # recent objects (merged into its map in bulk, not one by one).
+        self._accessed: list[Any] = self.cache.recent_objects.pending
+        if type(self).note_access is Connection.note_access:
+            self.access_log = self._accessed  # the read hook appends inline
         self.root = self.get(ROOT_OID)
         if self.root is None:
             self.root = self._create_root(root_class)
@@ -191,15 +195,23 @@ class Connection(ConnectionBase):
         """The data (class pickle + state) stored for ``oid``."""
         if oid in self.invalid_oids:
             raise StillConflictedError()
-        try:
-            record = self.storage.load(oid)
-        except ReadConflictError:
-            self._handle_invalidations(self.storage.sync(), read_oid=oid)
-            record = self.storage.load(oid)
+        record = self._load_record(oid)
         record_oid, data, _refs = unpack_record(record)
         if record_oid != oid:
             raise DurusError(f"storage returned the record of {record_oid!r} for oid {oid!r}")
         return data
+
+    def _load_record(self, oid: bytes) -> bytes:
+        """``storage.load(oid)``; after a ReadConflictError, sync, process the
+        invalidations (which raise ReadConflictError if something this transaction
+        read is stale) and try again, at most MAX_LOAD_ATTEMPTS loads in all: other
+        clients may invalidate ``oid`` again between a sync and the next load."""
+        for _attempt in range(MAX_LOAD_ATTEMPTS - 1):
+            try:
+                return self.storage.load(oid)
+            except ReadConflictError:
+                self._handle_invalidations(self.storage.sync(), read_oid=oid)
+        return self.storage.load(oid)
 
     def load_state(self, obj: Any) -> None:
         """Load the stored state into the ghost ``obj``; ReadConflictError if gone."""
@@ -228,10 +240,13 @@ class Connection(ConnectionBase):
     # -- the persistence hooks
 
     def note_access(self, obj: Any) -> None:
-        """Record that ``obj`` is read in this transaction (keeps a strong reference)."""
+        """Record that ``obj`` is read in this transaction (keeps a strong reference).
+
+        The read hook of durus.persistent does the same inline through
+        ``access_log``; keep the two in step.
+        """
         _serial_set(obj, self.transaction_serial)
-        self._recent_map[id(obj)] = obj
-        self._note_accessed(obj)
+        self._accessed.append(obj)
 
     def note_change(self, obj: Any) -> None:
         """Register ``obj`` to be written at the next commit."""
@@ -282,7 +297,7 @@ class Connection(ConnectionBase):
             self.cache[oid] = obj
         data, refs = writer.get_state(obj)
         record = pack_record(oid, data, refs)
-        assert unpack_record(record) == (oid, data, refs)
+        assert record[:8] == oid and record[12 : 12 + len(data)] == data, "record layout"
         self.storage.store(oid, record)
 
     def _undo_new_objects(self, writers: list[ObjectWriter]) -> None:
@@ -316,18 +331,21 @@ class Connection(ConnectionBase):
         self.storage.pack()
 
     def _end_transaction(self) -> None:
-        """Switch the objects read in this transaction back to tracking; next serial."""
-        twin_by_class = _twin_by_class
-        for obj in self._accessed:
-            if _connection_get(obj) is self:
-                twin = twin_by_class.get(type(obj))
-                if twin is None:
-                    untrack(obj)
-                else:
-                    _set_class(obj, twin)
-        self._accessed.clear()
+        """Switch the objects read in this transaction back to tracking; next serial.
+
+        One pass in C over the access log (no Python-level loop): each object
+        gets the twin of its class (a twin maps to itself). An object whose
+        ``_p_connection`` was reset by hand still becomes a twin instance,
+        which is harmless: its next read finds no connection and switches back.
+        """
+        accessed = self._accessed
+        if accessed:
+            _consume(
+                map(_set_class, accessed, map(_twin_by_class.__getitem__, map(type, accessed)))
+            )
+            self.cache.recent_objects.merge_pending(clear=True)
         self.transaction_serial += 1
-        assert not self._accessed
+        assert not accessed and self.access_log in (None, accessed)
 
     def _sync(self) -> None:
         """Ghost every object invalidated by others (and those pending a conflict)."""
@@ -437,6 +455,55 @@ class ReferenceContainer:
         return len(self.map)
 
 
+class _RecentObjects(ReferenceContainer):
+    """The cache's recent objects: a ReferenceContainer fed in bulk.
+
+    ``pending`` is the connection's access log (objects read in the current
+    transaction, strongly held there). Its entries are merged into ``map`` in
+    one C-level ``dict.update`` before any query and at the transaction
+    boundary, instead of one dict store per first read.
+    """
+
+    def __init__(self) -> None:
+        self._map: dict[int, Any] = {}
+        self.pending: list[Any] = []
+        self._merged_count = 0
+
+    @property
+    def map(self) -> dict[int, Any]:  # type: ignore[override]
+        self.merge_pending()
+        return self._map
+
+    def merge_pending(self, clear: bool = False) -> None:
+        """Put the pending objects not merged yet into ``map``; with ``clear``, empty
+        ``pending`` (the transaction boundary)."""
+        pending = self.pending
+        if self._merged_count < len(pending):
+            fresh = pending[self._merged_count :]
+            self._map.update(zip(map(id, fresh), fresh, strict=True))
+            self._merged_count = len(pending)
+        if clear:
+            pending.clear()
+            self._merged_count = 0
+        assert self._merged_count == len(pending)
+
+    def add(self, x: Any) -> None:
+        self.merge_pending()
+        self._map[id(x)] = x
+
+    def discard(self, x: Any) -> None:
+        self.merge_pending()
+        self._map.pop(id(x), None)
+
+    def __contains__(self, x: Any) -> bool:
+        self.merge_pending()
+        return id(x) in self._map
+
+    def __len__(self) -> int:
+        self.merge_pending()
+        return len(self._map)
+
+
 def _check_cache_size(size: int) -> int:
     if isinstance(size, bool) or not isinstance(size, int):
         raise TypeError(f"cache target size must be an int, not {size!r}")
@@ -450,7 +517,7 @@ class Cache:
 
     def __init__(self, size: int) -> None:
         self.objects = ObjectDictionary()
-        self.recent_objects = ReferenceContainer()
+        self.recent_objects = _RecentObjects()
         self.size = _check_cache_size(size)
         self.finger = 0
 

@@ -21,12 +21,15 @@ CPython from specializing ``LOAD_ATTR``. Instead:
 * the application's class ``C`` has no ``__getattribute__`` override;
 * each persistent class gets, lazily, a generated subclass ``T`` (its
   "tracking twin": ``__slots__ = ()``, same name, qualname and module) whose
-  ``__getattribute__`` loads a ghost, calls ``connection.note_access(obj)``,
-  switches the instance's ``__class__`` to ``C`` and then does the plain
-  lookup. Later reads in the same transaction run at plain speed;
+  ``__getattribute__`` switches the instance's ``__class__`` to ``C``, loads a
+  ghost, notes the access and then does the plain lookup. Noting is
+  ``connection.note_access(obj)``, or, when the connection exposes an
+  ``access_log`` list (its ``note_access`` is the stock one), the same work
+  inline: set ``_p_serial`` and append to the list. Later reads in the same
+  transaction run at plain speed;
 * ghosts and connected objects not yet read in the current transaction are
   instances of ``T``. The connection switches the objects it saw accessed back
-  to ``T`` at every transaction boundary (cost proportional to the objects
+  to ``T`` at every transaction boundary (one C-level pass over the objects
   touched), and ghosting always switches to ``T``;
 * objects the application creates are plain instances of ``C`` until they are
   stored.
@@ -41,17 +44,19 @@ Writes go through ``PersistentBase.__setattr__``/``__delattr__``: a change is
 noted only when the status is not UNSAVED (the semantics of Durus's C
 extension, API.md section 21).
 
-Measured (bench/warm_reads.py, CPython 3.11, 10,000 loaded objects): warm
-reads run at about 0.85-0.9x the speed of reads of plain objects (Durus 4.3
-with its C extension: about 0.4-0.5x, its ``tp_getattro`` override blocks the
-specialized lookup). The remaining gap is CPython's: assigning ``__class__``
-materializes the instance ``__dict__``, and a lookup in a materialized dict is
-a little slower than in inline values. Two details keep it small:
+Measured (bench/warm_reads.py, CPython 3.11, 10,000 loaded objects; see
+bench/README.md): warm reads run at about 0.8x the speed of reads of plain
+objects (Durus 4.3 with its C extension: about 0.4x, its ``tp_getattro``
+override blocks the specialized lookup). The remaining gap is CPython's:
+assigning ``__class__`` materializes the instance ``__dict__``, and a lookup
+in a materialized dict is slower than in inline values (a plain object with a
+materialized dict reads at about 0.85x of an untouched one). Two details keep
+it small:
 ``Persistent.__setstate__`` interns str keys (the specialized lookup compares
 keys by identity, and unpickled keys are fresh strings), and fills a combined
 dict rather than the split dict a bare ``__dict__`` access would create. The
-first read of an object in a transaction costs about what Durus 4.3 pays
-(one Python-level hook call and ``note_access``).
+first read of an object in a transaction, with the boundary that follows it,
+costs less than Durus 4.3 pays (one Python-level hook call).
 """
 
 from __future__ import annotations
@@ -127,6 +132,11 @@ class ConnectionBase:
 
     __slots__ = ("transaction_serial",)
     transaction_serial: int
+    # A connection whose ``note_access`` does no more than set ``_p_serial`` to
+    # ``transaction_serial`` and append the object to a list may expose that
+    # list here; the read hook then does both inline (no Python call per first
+    # read). None (the default) means: always call ``note_access``.
+    access_log: list[Any] | None = None
 
     def __new__(cls, *args: Any, **kwargs: Any) -> ConnectionBase:
         connection = object.__new__(cls)
@@ -216,7 +226,16 @@ def _check_p_value(name: str, value: Any) -> None:
 # ---------------------------------------------------------------------------
 # Tracking twins
 
-_twin_by_class: dict[type, type] = {}
+
+class _TwinTable(dict[type, type]):
+    """class -> its twin; a missing key (a twin itself, or a class whose twin is not
+    made yet) is answered by ``tracking_class``, so bulk lookups need no Python loop."""
+
+    def __missing__(self, klass: type) -> type:
+        return tracking_class(klass)
+
+
+_twin_by_class: dict[type, type] = _TwinTable()
 _real_by_twin: dict[type, type] = {}
 
 
@@ -254,30 +273,9 @@ def tracking_class(klass: type) -> type:
 
 def _make_twin(klass: type) -> type:
     """A subclass of ``klass`` with the same layout whose reads are tracked."""
-    plain_getattribute: Any = klass.__getattribute__
-    # Once the instance is of class ``klass``, the builtin getattr() does the
-    # plain lookup faster than calling the slot wrapper; but with a __getattr__
-    # fallback it would run the fallback twice on a miss, so use it only without.
-    lookup_after_switch: Any = plain_getattribute
-    if plain_getattribute is object.__getattribute__ and not hasattr(klass, "__getattr__"):
-        lookup_after_switch = getattr
-
-    def __getattribute__(self: Any, name: str) -> Any:
-        if name[:3] == "_p_" or name in _EXEMPT_NAMES:
-            if name == "__class__":
-                return klass
-            return plain_getattribute(self, name)
-        if _status_get(self) == GHOST:
-            self._p_load_state()
-        connection = _connection_get(self)
-        if connection is not None:
-            connection.note_access(self)
-        _set_class(self, klass)
-        return lookup_after_switch(self, name)
-
     namespace = {
         "__slots__": (),
-        "__getattribute__": __getattribute__,
+        "__getattribute__": _tracking_hook(klass),
         "__module__": klass.__module__,
         "__qualname__": klass.__qualname__,
         "__doc__": klass.__doc__,
@@ -285,6 +283,70 @@ def _make_twin(klass: type) -> type:
     metaclass: Any = type(klass)
     twin: type = metaclass(klass.__name__, (klass,), namespace)
     return twin
+
+
+def _tracking_hook(klass: type) -> Callable[[Any, str], Any]:
+    """The twin's ``__getattribute__``: load a ghost, note the access, become ``klass``.
+
+    When ``klass`` has the plain lookup (no ``__getattribute__``/``__getattr__``
+    of its own) the hook switches the class first and then reads the ``_p_``
+    slots with ordinary attribute reads, which CPython runs faster than calls
+    of the slot descriptors; if loading or noting fails, the object becomes a
+    twin instance again, as before the read.
+    """
+    plain_getattribute: Any = klass.__getattribute__
+    if plain_getattribute is not object.__getattribute__ or hasattr(klass, "__getattr__"):
+        return _general_tracking_hook(klass)
+
+    def __getattribute__(self: Any, name: str) -> Any:
+        if name[:3] == "_p_" or name in _EXEMPT_NAMES:
+            if name == "__class__":
+                return klass
+            return plain_getattribute(self, name)
+        _set_class(self, klass)  # from here on, reads of self are plain reads
+        try:
+            if self._p_status == GHOST:
+                self._p_load_state()
+                _set_class(self, klass)  # a ``_p_`` write while loading makes self a twin
+            connection = self._p_connection
+            if connection is not None:
+                access_log = connection.access_log
+                if access_log is None:
+                    connection.note_access(self)
+                    _set_class(self, klass)  # as above, e.g. ``obj._p_serial = serial``
+                else:  # what note_access does, without the call
+                    _serial_set(self, connection.transaction_serial)
+                    access_log.append(self)
+        except BaseException:
+            _set_class(self, _twin_by_class[klass])
+            raise
+        return getattr(self, name)
+
+    return __getattribute__
+
+
+def _general_tracking_hook(klass: type) -> Callable[[Any, str], Any]:
+    """The hook for a class with its own ``__getattribute__`` or ``__getattr__``:
+    it reads the ``_p_`` slots through their descriptors, switches last, and
+    finishes with the class's own lookup (getattr() would run a ``__getattr__``
+    fallback twice on a miss)."""
+    plain_getattribute: Any = klass.__getattribute__
+
+    def __getattribute__(self: Any, name: str) -> Any:
+        if name[:3] == "_p_" or name in _EXEMPT_NAMES:
+            if name == "__class__":
+                return klass
+            return plain_getattribute(self, name)
+        if _status_get(self) == GHOST:
+            real: Any = klass
+            real._p_load_state(self)  # through the class: no second pass through this hook
+        connection = _connection_get(self)
+        if connection is not None:
+            connection.note_access(self)
+        _set_class(self, klass)
+        return plain_getattribute(self, name)
+
+    return __getattribute__
 
 
 def untrack(obj: PersistentBase) -> None:

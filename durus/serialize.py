@@ -19,7 +19,7 @@ so everything pickled here names ``real_class(obj)`` instead.
 from __future__ import annotations
 
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from io import BytesIO
 from pickle import Pickler, Unpickler
 from typing import Any
@@ -29,6 +29,7 @@ from durus.persistent import (
     PersistentBase,
     _connection_get,
     _oid_get,
+    _real_by_twin,
     new_ghost,
     real_class,
 )
@@ -52,6 +53,7 @@ PICKLE_PROTOCOL = 2
 WRITE_COMPRESSED_STATE_PICKLES = True
 COMPRESSED_START_BYTE = zlib.compress(b"")[0]
 assert COMPRESSED_START_BYTE == 0x78
+_COMPRESSED_START = bytes((COMPRESSED_START_BYTE,))
 
 
 class _RecordPickler(Pickler):
@@ -121,7 +123,7 @@ class ObjectWriter:
         assert data[class_end : class_end + 2] == b"\x80\x02"
         if WRITE_COMPRESSED_STATE_PICKLES:
             data = data[:class_end] + zlib.compress(data[class_end:])
-        self.refs.discard(obj._p_oid)
+        self.refs.discard(_oid_get(obj))
         refs = b"".join(sorted(self.refs))
         self.refs.clear()
         assert len(refs) % 8 == 0
@@ -151,6 +153,8 @@ class ObjectReader:
     def __init__(self, connection: Any) -> None:
         self.connection = connection
         self.load_count = 0
+        self._class_by_pickle: dict[bytes, type] = {}
+        self._fast_load: _FastPersistentLoad | None = None
 
     def _persistent_load(self, oid_class: Any) -> Any:
         return persistent_load(self.connection, self.connection.cache.objects, oid_class)
@@ -164,9 +168,57 @@ class ObjectReader:
             raise TypeError(f"record data starts with {klass!r}, not a class")
         return klass, unpickler, file
 
+    def _cached_class(self, data: bytes) -> tuple[type, int] | None:
+        """``(class, end of the class pickle)`` for the usual class pickle
+        ``PROTO 2, GLOBAL "module\\nname\\n", BINPUT 0, STOP``, looked up once per
+        distinct pickle; None for any other shape (the caller unpickles it)."""
+        if data[:3] != b"\x80\x02c":
+            return None
+        name_end = data.find(b"\n", data.find(b"\n", 3) + 1)
+        class_end = name_end + 4
+        if name_end < 0 or data[name_end + 1 : class_end] != b"q\x00.":
+            return None
+        class_pickle = data[:class_end]
+        klass = self._class_by_pickle.get(class_pickle)
+        if klass is None:
+            klass = self._class_and_unpickler(class_pickle)[0]
+            self._class_by_pickle[class_pickle] = klass
+        assert data[class_end - 1 : class_end] == b"."
+        return klass, class_end
+
     def get_state(self, data: bytes, load: bool = True) -> Any:
-        """The unpickled state of record ``data`` (or, with ``load=False``, its pickle)."""
+        """The unpickled state of record ``data`` (or, with ``load=False``, its pickle).
+
+        Usual records skip unpickling the class pickle (slow: an import lookup
+        each time): the class comes from a per-reader table, and the state
+        pickle is read after ``_CLASS_MEMO_PREFIX``, which puts that class in
+        memo slot 0 where the state pickle may refer to it.
+        """
         self.load_count += 1
+        found = self._cached_class(data) if load else None
+        if found is None:
+            return self._get_state_general(data, load)
+        klass, class_end = found
+        if data[class_end : class_end + 1] == _COMPRESSED_START:
+            try:
+                state_pickle = zlib.decompress(memoryview(data)[class_end:])
+            except zlib.error:
+                return self._get_state_general(data, load)
+        else:
+            state_pickle = data[class_end:]
+        loader = self._fast_load
+        if loader is None:
+            loader = self._fast_load = _FastPersistentLoad(self.connection)
+        unpickler = Unpickler(BytesIO(_CLASS_MEMO_PREFIX + state_pickle))
+        unpickler.persistent_load = loader.load  # type: ignore[method-assign]
+        loader.record_class = klass
+        try:
+            return unpickler.load()
+        finally:
+            loader.record_class = None
+
+    def _get_state_general(self, data: bytes, load: bool) -> Any:
+        """get_state for any data: one unpickler over the class and the state pickle."""
         _klass, unpickler, file = self._class_and_unpickler(data)
         position = file.tell()
         state_pickle = data[position:]
@@ -191,13 +243,63 @@ class ObjectReader:
 
     def get_ghost(self, data: bytes) -> Any:
         """A new ghost of the class named by ``data``, with no oid and no connection."""
-        klass = self._class_and_unpickler(data)[0]
+        found = self._cached_class(data)
+        klass = found[0] if found is not None else self._class_and_unpickler(data)[0]
         ghost = new_ghost(klass, None, None)
         assert ghost._p_status == GHOST
         return ghost
 
     def get_load_count(self) -> int:
         return self.load_count
+
+
+# PROTO 2, BININT1 0, BINPERSID, BINPUT 0, POP: memo[0] = persistent_load(0), the class.
+_CLASS_MEMO_PREFIX = b"\x80\x02K\x00Qq\x000"
+
+
+class _FastPersistentLoad:
+    """``persistent_load`` bound to a connection's cache, for ObjectReader.get_state.
+
+    The persistent id 0 answers ``record_class`` once (the class of the record
+    being read, see ``_CLASS_MEMO_PREFIX``). A well-formed id whose object is
+    cached, live and of that exact class is answered inline; everything else
+    goes through ``persistent_load`` (which rejects bad ids).
+    """
+
+    def __init__(self, connection: Any) -> None:
+        cache_objects = connection.cache.objects
+        self.record_class: type | None = None
+        self.load = self._make_load(connection, cache_objects)
+
+    def _make_load(self, connection: Any, cache_objects: Any) -> Callable[[Any], Any]:
+        # The inline paths read an ObjectDictionary's insides; any other mapping
+        # (a test's plain dict) always takes the general path.
+        mapping: dict[Any, Any] | None = getattr(cache_objects, "mapping", None)
+        dead = getattr(cache_objects, "dead", None)
+        inline = isinstance(mapping, dict) and isinstance(dead, set)
+        real_by_twin_get = _real_by_twin.get
+
+        def load(oid_class: Any) -> Any:
+            if type(oid_class) is tuple and len(oid_class) == 2 and inline:
+                oid, klass = oid_class
+                ref = mapping.get(oid)  # type: ignore[union-attr]
+                obj = None if ref is None or oid in dead else ref()  # type: ignore[operator]
+                if obj is None:
+                    if type(oid) is bytes and len(oid) == 8:  # what check_oid accepts
+                        ghost = new_ghost(klass, oid, connection)
+                        cache_objects[oid] = ghost
+                        return ghost
+                else:
+                    found = type(obj)
+                    if real_by_twin_get(found, found) is klass:
+                        return obj
+            elif oid_class == 0 and type(oid_class) is int and self.record_class is not None:
+                klass = self.record_class
+                self.record_class = None
+                return klass
+            return persistent_load(connection, cache_objects, oid_class)
+
+        return load
 
 
 def persistent_load(connection: Any, cache_objects: Any, oid_class: Any) -> Any:

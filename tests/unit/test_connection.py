@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 
 from durus.connection import (
+    MAX_LOAD_ATTEMPTS,
     ROOT_OID,
     Cache,
     Connection,
@@ -245,6 +246,36 @@ def test_get_stored_pickle_and_load_state() -> None:
     with pytest.raises(ReadConflictError) as info:
         item.value  # noqa: B018
     assert info.value.oids == [oid(1)] and item._p_status == GHOST
+
+
+class FlakyLoads(MemoryStorage):
+    """Reports an oid invalid on its next ``conflicts`` loads (each sync reports it)."""
+
+    def __init__(self) -> None:
+        MemoryStorage.__init__(self)
+        self.conflicts = 0
+        self.loads = 0
+
+    def load(self, oid: bytes) -> bytes:
+        self.loads += 1
+        if self.conflicts:
+            self.conflicts -= 1
+            raise ReadConflictError([oid])
+        return MemoryStorage.load(self, oid)
+
+
+def test_a_load_is_retried_after_each_sync_a_bounded_number_of_times() -> None:
+    storage = FlakyLoads()
+    connection = Connection(storage, root_class=Root)
+    committed_items(connection, 1)
+    connection.abort()
+    storage.conflicts, storage.loads = MAX_LOAD_ATTEMPTS - 1, 0
+    assert connection.get_stored_pickle(oid(1)) == unpack_record(storage.records[oid(1)])[1]
+    assert storage.loads == MAX_LOAD_ATTEMPTS
+    storage.conflicts, storage.loads = MAX_LOAD_ATTEMPTS, 0
+    with pytest.raises(ReadConflictError):
+        connection.get_stored_pickle(oid(1))
+    assert storage.loads == MAX_LOAD_ATTEMPTS
 
 
 def test_storage_returning_a_foreign_record_is_an_error() -> None:
@@ -716,3 +747,37 @@ def test_object_dictionary_purges_dead_keys_as_it_grows() -> None:
         objects[n] = Item()  # each dies at once: only the mapping could grow
     assert len(objects) == 0
     assert len(objects.mapping) < 2500 and objects.dead.issubset(objects.mapping)
+
+
+def test_a_subclass_overriding_note_access_is_called_on_every_first_read() -> None:
+    class CountingConnection(Connection):
+        def note_access(self, obj: Any) -> None:
+            self.noted = getattr(self, "noted", 0) + 1
+            Connection.note_access(self, obj)
+
+    storage = MemoryStorage()
+    committed_items(Connection(storage, root_class=Root), 2)
+    plain = Connection(storage, root_class=Root)
+    counting = CountingConnection(storage, root_class=Root)
+    assert plain.access_log is plain._accessed and counting.access_log is None
+    items = list(counting.root.items.values())
+    counting.abort()
+    counting.noted = 0
+    assert [item.value for item in items] == [0, 1] and counting.noted == 2
+    assert all(item._p_serial == counting.transaction_serial for item in items)
+
+
+def test_recent_objects_see_pending_reads_and_merge_at_the_boundary() -> None:
+    connection = Connection(MemoryStorage(), root_class=Root)
+    items = committed_items(connection, 3)
+    connection.abort()
+    recent = connection.cache.recent_objects
+    for item in items:
+        recent.discard(item)
+    assert len(recent) == 1  # the root
+    assert items[0].value == 0 and connection._accessed[-1] is items[0]
+    assert items[0] in recent and id(items[0]) in recent.map and len(recent) == 2
+    assert items[1].value == 1 and len(recent) == 3
+    connection.abort()
+    assert connection._accessed == [] and len(recent) == 3 and items[1] in recent
+    assert all(is_tracking_class(type(item)) for item in items)

@@ -7,6 +7,7 @@ library is the one the vectors were made with, 1.2.13).
 
 from __future__ import annotations
 
+import io
 import json
 import pickle
 import zlib
@@ -333,3 +334,39 @@ def test_writer_attributes() -> None:
     assert isinstance(writer.pickler, pickle.Pickler)
     writer.close()
     assert writer.pickler is None
+
+
+@pytest.mark.parametrize("name", RECORD_NAMES)
+def test_reader_fast_path_matches_the_general_path(name: str) -> None:
+    """get_state's class table and memo prefix give what unpickling both pickles gives."""
+    from durus.connection import Connection
+    from durus.storage import MemoryStorage
+
+    data = unpack_record(vector(name))[1]
+    fast_reader = Connection(MemoryStorage()).reader
+    general_reader = Connection(MemoryStorage()).reader
+    fast = fast_reader.get_state(data)
+    general = general_reader._get_state_general(data, load=True)
+    assert fast_reader._class_by_pickle  # the fast path was taken
+    assert _as_plain_pickle(fast) == _as_plain_pickle(general)
+
+
+def _as_plain_pickle(state: Any) -> bytes:
+    """``state`` pickled with every persistent object as ``(oid, class name)``."""
+    sio = io.BytesIO()
+    pickler = pickle.Pickler(sio, 2)
+
+    def persistent_id(obj: Any) -> Any:
+        if isinstance(obj, PersistentObject):
+            return obj._p_oid, real_class(obj).__qualname__
+        return None
+
+    pickler.persistent_id = persistent_id  # type: ignore[method-assign]
+    pickler.dump(state)
+    return sio.getvalue()
+
+
+def test_reader_data_without_a_state_pickle() -> None:
+    reader = ObjectReader(FakeConnection())
+    with pytest.raises(EOFError):
+        reader.get_state(pickle.dumps(vectorclasses.Pair, 2))
