@@ -41,7 +41,6 @@ from __future__ import annotations
 import errno
 import io
 import os
-import tempfile
 from typing import Any, Protocol
 
 try:
@@ -163,6 +162,8 @@ class OsFileSystem:
         return OsRawFile(fd, readonly)
 
     def open_temporary(self, **kwargs: Any) -> tuple[str, RawFile]:
+        import tempfile  # only temporary storages need it (it imports shutil, random...)
+
         fd, path = tempfile.mkstemp(**kwargs)
         return path, OsRawFile(fd, False)
 

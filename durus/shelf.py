@@ -63,7 +63,6 @@ least SIDECAR_MIN_ENTRIES appended records is closed, and removed by a pack.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import re
@@ -71,8 +70,7 @@ import struct
 import sys
 from array import array
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from durus.error import DurusError
 from durus.file import File, FileSystem, ReadOnlyFileError
@@ -247,16 +245,22 @@ class _Defect(Exception):
         self.claimed_end = claimed_end
 
 
-@dataclass
 class ScanResult:
-    """What scanning the appended transactions found."""
+    """What scanning the appended transactions found.
 
-    index: dict[bytes, int] = field(default_factory=dict)
-    good_end: int = 0  # end of the last transaction to keep
-    file_end: int = 0  # size of the file when scanned
-    torn_tail: bool = False  # the bytes after good_end are an unfinished final transaction
-    damage: FileFormatError | None = None  # damage that is not a torn tail
-    damage_offset: int | None = None  # start of the damaged transaction
+    A plain slotted class rather than a dataclass: importing ``dataclasses``
+    (and the ``inspect`` it pulls in) costs every process that opens a file.
+    """
+
+    __slots__ = ("index", "good_end", "file_end", "torn_tail", "damage", "damage_offset")
+
+    def __init__(self, file_end: int = 0) -> None:
+        self.index: dict[bytes, int] = {}
+        self.good_end = 0  # end of the last transaction to keep
+        self.file_end = file_end  # size of the file when scanned
+        self.torn_tail = False  # the bytes after good_end are an unfinished final transaction
+        self.damage: FileFormatError | None = None  # damage that is not a torn tail
+        self.damage_offset: int | None = None  # start of the damaged transaction
 
 
 def _parse_records(
@@ -532,8 +536,7 @@ def read_transaction_offsets(file: Any, repair: bool = False) -> dict[bytes, int
 # The offset map
 
 
-@dataclass
-class _Header:
+class _Header(NamedTuple):
     map_start: int
     bytes_per_word: int
     word_count: int
@@ -733,6 +736,8 @@ class MemoryIndex:
 
 
 def _digest(*parts: bytes | memoryview) -> bytes:
+    import hashlib  # lazily: loading OpenSSL costs every process ~4 MB of memory
+
     hasher = hashlib.blake2b(digest_size=_DIGEST_BYTES)
     for part in parts:
         hasher.update(part)
