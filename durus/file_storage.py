@@ -181,9 +181,12 @@ class FileStorage(Storage):
 
         Raises ValueError (after discarding all pending records) for an oid this
         storage did not hand out and that has no record, or a malformed record.
+        An oid a pack removed and ``sync()`` has not reported yet is accepted
+        here: ``end()`` reports it to the committing connection, whose conflict
+        check refuses the transaction.
         """
         oid = check_oid(oid)
-        if not self._is_known_oid(oid):
+        if not self._is_known_oid(oid) and oid not in self.invalid:
             self.pending_records.clear()
             raise ValueError(f"oid {oid!r} is a surprise")
         try:
@@ -205,8 +208,23 @@ class FileStorage(Storage):
         )
 
     def end(self, handle_invalidations: InvalidationHandler | None = None) -> None:
-        """Append the pending records as one transaction (durable when fsync is on)."""
+        """Append the pending records as one transaction (durable when fsync is on).
+
+        Oids a pack removed and ``sync()`` has not reported yet are handed to
+        ``handle_invalidations`` first (Durus 4.3 ignored the handler), so a
+        transaction that re-links or rewrites a packed-away object fails with
+        its ConflictError before anything is written, instead of storing a
+        dangling reference or failing with "surprise oid".
+        """
         self._check_open()
+        if handle_invalidations is not None and self.invalid:
+            removed = sorted(self.invalid)
+            self.invalid.clear()  # reported now, as sync() would report them
+            handle_invalidations(removed)
+        surprises = [oid for oid in self.pending_records if oid in self.invalid]
+        if surprises:  # no handler saw the removal: refuse, as store() would have
+            self.pending_records.clear()
+            raise ValueError(f"oid {surprises[0]!r} is a surprise (removed by a pack)")
         records = self.pending_records
         self.pending_records = {}
         if self.is_readonly():

@@ -25,7 +25,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import pytest
 from hypothesis import Phase, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
@@ -544,9 +543,8 @@ def test_clients_vs_spec_loopback_sqlite() -> None:
     run_machine(machine_for(loopback_sqlite), max_examples=scaled(1))
 
 
-@pytest.mark.xfail(strict=True, raises=(Mismatch, ValueError), reason="see PACK_THEN_COMMIT_BUG")
 def test_clients_vs_spec_direct_file() -> None:
-    run_machine(machine_for(direct_file), max_examples=scaled(1), phases=NO_SHRINK)
+    run_machine(machine_for(direct_file), max_examples=scaled(1))
 
 
 def test_clients_vs_spec_socket_server() -> None:
@@ -560,12 +558,6 @@ def test_clients_vs_spec_socket_server() -> None:
 # regression tests. A machine that is xfail runs without shrinking (its minimal
 # examples are pinned below), so a known failure costs seconds, not minutes.
 
-PACK_THEN_COMMIT_BUG = (
-    "filestorage (durus/file_storage.py): FileStorage.end() does not pass the oids a pack "
-    "removed (still unreported) to handle_invalidations, so a commit after a pack that "
-    "uses a removed object succeeds: a dangling reference, or ValueError 'surprise' when "
-    "the removed oid itself is written, instead of WriteConflictError"
-)
 
 
 def test_commit_inside_commit_loopback_memory() -> None:
@@ -635,7 +627,6 @@ def pack_then_use_removed_object(state: ClientsVsSpec) -> None:
     state.read(c=0, pick=1)  # still loaded: the stale value, as the spec allows
 
 
-@pytest.mark.xfail(strict=True, raises=Mismatch, reason=PACK_THEN_COMMIT_BUG)
 def test_regression_commit_after_pack_relinks_removed_object() -> None:
     """Linking the removed object from the root and committing must raise
     WriteConflictError([1]); the implementation commits a dangling reference."""
@@ -648,7 +639,6 @@ def test_regression_commit_after_pack_relinks_removed_object() -> None:
     replay(machine_for(direct_file), steps)
 
 
-@pytest.mark.xfail(strict=True, raises=ValueError, reason=PACK_THEN_COMMIT_BUG)
 def test_regression_commit_after_pack_writes_removed_object() -> None:
     """Writing the removed object and committing must raise WriteConflictError([1]);
     the implementation raises ValueError ('oid ... is a surprise') from FileStorage."""
