@@ -19,8 +19,9 @@ Interface::
     core.disconnect(client_id)
 
 The socket loop uses the finer-grained steps behind ``receive``: ``feed``
-every readable client, then one ``commit_pending`` for the whole pass, then
-``after_pass`` and ``take_output`` per client. Replies may also appear for a
+every readable client, then one ``commit_pending(now_s)`` for the whole
+pass, then ``after_pass`` and ``take_output`` per client; it waits no longer
+than ``next_deadline_s()``. Replies may also appear for a
 client that sent nothing (its commit turn came, see below), so the loop
 collects output from every client each pass. ``LoopbackSocket(core)`` is a
 socket-like object for ``ClientStorage(socket=...)`` on top of ``receive``.
@@ -49,6 +50,34 @@ serving one request at a time. This core offers two sound choices:
 In both modes the server also refuses (STATUS_INVALID) a commit that writes
 an oid its own invalidation list named: a real client never does that, a
 careless one would silently overwrite a change it was told about.
+
+Group commit (``serialize_commits=True``). Commits stay serialized per
+turn, but the turns of several clients form one group that shares one
+storage transaction. A commit that passes its checks joins the open group:
+its in-memory effects apply at once (its oids leave its ``unused_oids`` and
+enter every other client's ``invalid`` set, so the next turn holder's list
+names them) and the turn passes on, but its STATUS_OKAY waits. The group is
+written, a ``GroupWrite``: ``begin()``, every member's records, one
+``end()`` (for FileStorage one write and its fsyncs), when the commit turn
+is free and nobody waits for it, when it holds ``max_group_commits``
+commits or ``max_group_bytes`` of transaction data, or ``max_group_delay_s``
+after its first member joined (the loop passes ``now_s``; the core never
+reads a clock). Only then are the members told STATUS_OKAY, in order.
+While a group is open or being written nothing else may observe its
+commits before they are durable: every request other than the commit
+exchange itself (loads, syncs, new oids, packs, quit...) waits, buffered,
+until the write ends, and members send nothing more until their answer. If
+``end()`` fails, the pending records are discarded and every member is
+closed with a logged reason (a storage ConflictError answers each member
+STATUS_INVALID instead); the invalidations already given to other clients
+stay, which only makes them reload. So the storage never holds a commit that
+was not acknowledged, except when the process dies between ``end()`` and
+the replies (durable but unacknowledged, as with any crash after a write).
+With ``write_groups_in_background`` the loop takes each write
+(``take_group_write``), runs it in a thread while the next group forms, and
+reports it (``finish_group_write``); otherwise the core runs it in place.
+``receive()``, the in-process driver, writes at the end of each call: it
+has no clock and a single-threaded caller cannot wait for a deadline.
 
 Never unpickles. Records from clients are bytes: ``durus.protocol`` checks
 their framing (``check_record``), the storage stores them, other clients
@@ -111,6 +140,9 @@ from durus.protocol import (
 
 DEFAULT_GCBYTES = 0
 DEFAULT_REPLY_BACKLOG_BYTES = 8 * 1024 * 1024
+DEFAULT_MAX_GROUP_COMMITS = 64
+DEFAULT_MAX_GROUP_BYTES = 8 * 1024 * 1024
+DEFAULT_MAX_GROUP_DELAY_S = 0.002
 COMMIT_OVERHEAD_BYTES = 8  # bytes_since_pack grows by T + 8 per commit (PROTOCOL.md 5.4)
 
 
@@ -142,6 +174,8 @@ class _Client:
         self.commit_list_sent: frozenset[bytes] = frozenset()
         self.waiting_for_commit_turn = False  # its 'C' waits for another client's commit
         self.paused = False  # handling stopped because too many reply bytes wait
+        self.awaiting_ack = False  # its commit is in the open group, not yet durable
+        self.deferred: Request | None = None  # a request held back while a group is open
 
     def __repr__(self) -> str:
         return f"<client {self.client_id}>"
@@ -149,6 +183,72 @@ class _Client:
     @property
     def live(self) -> bool:
         return self.close_reason is None
+
+
+class GroupWrite:
+    """One group's storage transaction: store every member's records, then one ``end()``.
+
+    ``run()`` touches only the storage, so the socket loop may call it in
+    another thread while the core serves commit turns; the core reads the
+    results in ``finish_group_write``. A member whose records the storage
+    refuses in ``store()`` (e.g. an oid it never handed out) is left out and
+    the transaction is rebuilt from the others (a storage may drop the whole
+    pending transaction on such an error); an exception from ``end()`` fails
+    every remaining member, and the pending records are discarded.
+    """
+
+    def __init__(self, storage: Any, members: list[tuple[_Client, CommitData]]) -> None:
+        assert members
+        self.storage = storage
+        self.members = members
+        self.written: list[tuple[_Client, CommitData]] = []
+        self.refused: list[tuple[_Client, Exception]] = []
+        self.error: BaseException | None = None
+        self.taken = False
+        self.done = False
+
+    def run(self) -> None:
+        try:
+            self._store_members()
+            if self.written:
+                self.storage.end()
+        except BaseException as error:  # reported to every member by the core
+            logging.getLogger("durus").debug("group write failed", exc_info=True)
+            self.error = error
+            _discard_pending(self.storage)
+            if not isinstance(error, Exception):
+                raise
+        finally:
+            self.done = True
+
+    def _store_members(self) -> None:
+        """Store every member that the storage accepts, in order, into one transaction."""
+        accepted = list(self.members)
+        for _attempt in range(len(self.members) + 1):
+            self.storage.begin()
+            failure = None
+            for index, (client, data) in enumerate(accepted):
+                try:
+                    for oid, record in data.items:
+                        self.storage.store(oid, record)
+                except Exception as error:
+                    failure = (index, client, error)
+                    break
+            if failure is None:
+                self.written = accepted
+                return
+            failed_index, failed_client, store_error = failure
+            self.refused.append((failed_client, store_error))
+            del accepted[failed_index]
+        raise AssertionError("each attempt removes one member")
+
+
+def _discard_pending(storage: Any) -> None:
+    """Drop pending records after a failure, so they never reach the file later."""
+    try:
+        storage.begin()
+    except Exception:
+        logging.getLogger("durus").debug("begin() after a failed commit", exc_info=True)
 
 
 class ServerCore:
@@ -159,6 +259,9 @@ class ServerCore:
         limits: Limits = DEFAULT_LIMITS, max_reply_backlog_bytes: int = DEFAULT_REPLY_BACKLOG_BYTES,
         serialize_commits: bool = False, auth_secret: bytes | None = None,
         nonce_source: Callable[[int], bytes] = os.urandom,
+        max_group_commits: int = DEFAULT_MAX_GROUP_COMMITS,
+        max_group_bytes: int = DEFAULT_MAX_GROUP_BYTES,
+        max_group_delay_s: float = DEFAULT_MAX_GROUP_DELAY_S,
     ) -> None:  # fmt: skip
         if isinstance(gcbytes, bool) or not isinstance(gcbytes, (int, float)):
             raise TypeError(f"gcbytes must be a number, not {type(gcbytes).__name__}")
@@ -179,6 +282,20 @@ class ServerCore:
         self.serialize_commits = serialize_commits
         self.commit_turn: _Client | None = None  # inside its commit (serialize_commits)
         self._commit_turn_waiters: deque[_Client] = deque()
+        if max_group_commits < 1 or max_group_bytes < 1 or not max_group_delay_s >= 0:
+            raise ValueError("group commit limits must be positive (the delay >= 0)")
+        self.max_group_commits = max_group_commits
+        self.max_group_bytes = max_group_bytes
+        self.max_group_delay_s = max_group_delay_s
+        self._group: list[tuple[_Client, CommitData]] = []  # accepted, not yet written
+        self._group_oids: set[bytes] = set()
+        self._group_bytes = 0
+        self._group_opened_s: float | None = None
+        self._writing: GroupWrite | None = None  # the group whose storage write runs
+        self._deferring: set[_Client] = set()  # clients with a request held back by a group
+        self.write_groups_in_background = False  # the loop runs them: see take_group_write
+        self.groups_flushed = 0  # storage.end() calls for groups (successful or not)
+        self.group_commits_flushed = 0  # commits those calls made durable
 
     # ------------------------------------------------------------ connections
 
@@ -195,6 +312,7 @@ class ServerCore:
         client = self.clients.pop(client_id, None)
         if client is not None:
             self._commit_queue = [c for c in self._commit_queue if c is not client]
+            self._deferring.discard(client)
             self._end_commit_turn(client)
             log(10, "Client %s disconnected", client_id)
         assert client_id not in self.clients
@@ -204,7 +322,7 @@ class ServerCore:
         self.feed(client_id, data)
         chunks = []
         while True:
-            self.commit_pending()
+            self._commit_and_flush()
             self.after_pass()
             output = self.take_output(client_id)
             chunks.append(output.data)
@@ -214,6 +332,15 @@ class ServerCore:
             self.feed(client_id, b"")
             if self.buffered_bytes(client_id) == backlog and not self.has_output(client_id):
                 return ClientOutput(b"".join(chunks), None)  # only a partial message is left
+
+    def _commit_and_flush(self) -> None:
+        """Commit everything received and flush the group: no clock, and nobody can wait."""
+        while True:
+            self.commit_pending()
+            self.flush_group()
+            if not self._commit_queue:
+                break
+        assert not self._group or self._writing is not None
 
     def feed(self, client_id: int, data: bytes) -> None:
         """Buffer ``data`` and handle complete requests; commits wait for commit_pending.
@@ -256,31 +383,63 @@ class ServerCore:
             client.unused_oids.clear()
             client.invalid.clear()
             client.pending_commit = None
+            client.deferred = None
+            self._deferring.discard(client)
             self._end_commit_turn(client)
-        assert not client.live
+        assert not client.live and client not in self._deferring
 
     # ------------------------------------------------------------ dispatch
 
     def _dispatch(self, client: _Client) -> None:
         """Handle the client's complete requests until it waits on a commit or closes."""
         while client.live and client.pending_commit is None and not self.quit_requested:
-            if client.waiting_for_commit_turn:
+            if client.waiting_for_commit_turn or client.awaiting_ack:
                 return
             client.paused = len(client.outbox) >= self.max_reply_backlog_bytes
             if client.paused:
                 return
-            try:
-                event = client.protocol.next_event()
-            except ProtocolError as error:
-                self._close(client, f"protocol error: {error}")
-                return
-            if isinstance(event, NeedData):
+            event = self._next_request(client)
+            if event is None:
                 return
             try:
                 self._handle(client, event)
             except Exception as error:  # a storage failure must not take down the server
                 logging.getLogger("durus").debug("request failed", exc_info=True)
                 self._close(client, f"error handling {type(event).__name__}: {error!r}")
+
+    def _next_request(self, client: _Client) -> Request | None:
+        """The client's next request to handle now; None when there is none or it must wait.
+
+        While a group is open only the commit exchange goes on; any other
+        request is kept in ``client.deferred`` until the flush. Once some
+        request waits, new commits wait too (a ``Commit`` is deferred like the
+        rest), so groups cannot follow each other forever: the waiting
+        requests are answered after at most the groups already under way.
+        """
+        event = client.deferred
+        client.deferred = None
+        self._deferring.discard(client)
+        if event is None:
+            try:
+                next_event = client.protocol.next_event()
+            except ProtocolError as error:
+                self._close(client, f"protocol error: {error}")
+                return None
+            if isinstance(next_event, NeedData):
+                return None
+            event = next_event
+        if self.has_open_group() and self._must_wait(event):
+            client.deferred = event
+            self._deferring.add(client)
+            return None
+        assert client.deferred is None and client not in self._deferring
+        return event
+
+    def _must_wait(self, event: Request) -> bool:
+        """True when ``event`` waits for the open group (see ``_next_request``)."""
+        if isinstance(event, CommitData):
+            return False
+        return not isinstance(event, Commit) or bool(self._deferring)
 
     def is_paused(self, client_id: int) -> bool:
         """True when handling stopped for reply backlog; ``feed(client_id, b"")`` resumes."""
@@ -445,8 +604,18 @@ class ServerCore:
         self._commit_queue.append(client)
         assert client in self._commit_queue
 
-    def commit_pending(self) -> None:
-        """Check and write every commit received so far, in arrival order, as one group."""
+    def commit_pending(self, now_s: float | None = None) -> None:
+        """Handle every commit received so far, in arrival order.
+
+        With ``serialize_commits`` each joins the open group (see the module
+        docstring), which is flushed when due at ``now_s`` (None: no clock,
+        so no deadline); otherwise each is checked and written at once.
+        """
+        while self.serialize_commits:
+            self._join_group(now_s)
+            self._flush_group_if_due(now_s)  # may hand held-back requests on, even a commit
+            if not self._commit_queue:
+                return
         while self._commit_queue:
             group = [c for c in self._commit_queue if c.live and c.pending_commit is not None]
             self._commit_queue = []
@@ -459,6 +628,160 @@ class ServerCore:
                 client.commit_list_sent = frozenset()
                 self._end_commit_turn(client)
                 self._dispatch(client)  # requests pipelined behind the commit
+
+    # ------------------------------------------------------------ group commit
+
+    def _join_group(self, now_s: float | None) -> None:
+        """Check each queued commit; an accepted one joins the open group."""
+        while self._commit_queue:
+            client = self._commit_queue.pop(0)
+            data = client.pending_commit
+            client.pending_commit = None
+            client.commit_list_sent, list_sent = frozenset(), client.commit_list_sent
+            if client.live and data is not None and self._may_join(client, data, list_sent):
+                self._add_member(client, data, now_s)
+            if self._group_is_full():
+                self._flush_group_if_due(now_s)
+            self._end_commit_turn(client)
+            self._dispatch(client)
+        assert not self._commit_queue
+
+    def _may_join(self, client: _Client, data: CommitData, list_sent: frozenset[bytes]) -> bool:
+        """Check one commit against its list and the open group; answer or drop it if refused."""
+        assert not data.abandoned and self.serialize_commits
+        oids = [oid for oid, _record in data.items]
+        if client.invalid or not list_sent.isdisjoint(oids):
+            log(10, "Commit by client %s refused: its view is stale", client.client_id)
+            client.outbox += STATUS_INVALID
+            return False
+        if not self._group_oids.isdisjoint(oids):  # e.g. a blind write by a new client
+            log(10, "Commit by client %s refused: it overlaps the open group", client.client_id)
+            client.outbox += STATUS_INVALID
+            return False
+        foreign = self._foreign_unused_oid(client, oids)
+        if foreign is not None:
+            self._close(client, f"invalid oid: {foreign!r} belongs to another client")
+            return False
+        if _is_readonly(self.storage):
+            self._close(client, "commit refused: the storage is read-only")
+            return False
+        return True
+
+    def _add_member(self, client: _Client, data: CommitData, now_s: float | None) -> None:
+        """Add a checked commit to the open group and apply its effects on the other clients."""
+        oids = [oid for oid, _record in data.items]
+        assert self._group_oids.isdisjoint(oids), "checked by _may_join"
+        if not self._group:
+            self._group_opened_s = now_s
+        self._group.append((client, data))
+        self._group_oids.update(oids)
+        self._group_bytes += data.tdata_bytes
+        client.awaiting_ack = True
+        client.unused_oids.difference_update(oids)
+        for other in self.clients.values():
+            if other is not client and other.live:
+                other.invalid.update(oids)
+        assert client.awaiting_ack and self._group[-1][0] is client
+
+    def _group_is_full(self) -> bool:
+        """True when the open group is due for writing by its size.
+
+        While a write is in flight the next group may grow past the limits
+        (it cannot be written yet); each client adds at most one commit.
+        """
+        return (
+            len(self._group) >= self.max_group_commits or self._group_bytes >= self.max_group_bytes
+        )
+
+    def next_deadline_s(self) -> float | None:
+        """When the open group must be flushed at the latest (None: nothing to do by then).
+
+        None too while a group write is in flight: the next group waits for
+        it, and its end is reported by ``finish_group_write``.
+        """
+        if not self._group or self._group_opened_s is None or self._writing is not None:
+            return None
+        return self._group_opened_s + self.max_group_delay_s
+
+    def has_open_group(self) -> bool:
+        """True while commits are accepted but not yet durable nor acknowledged."""
+        return bool(self._group) or self._writing is not None
+
+    def _flush_group_if_due(self, now_s: float | None) -> None:
+        if not self._group or self._writing is not None:
+            return
+        turn_free = self.commit_turn is None and not self._commit_turn_waiters
+        deadline_s = self.next_deadline_s()
+        late = now_s is not None and deadline_s is not None and now_s >= deadline_s
+        if turn_free or late or self._group_is_full():
+            self._start_group_write(now_s)
+
+    def flush_group(self) -> None:
+        """Write the open group now, in this thread (unless a write is in flight)."""
+        if self._group and self._writing is None:
+            self._start_group_write(None, in_background=False)
+        assert self._writing is not None or not self._group
+
+    def _start_group_write(self, now_s: float | None, in_background: bool | None = None) -> None:
+        """Hand the open group to a GroupWrite: run here, or by the loop when in_background."""
+        job = GroupWrite(self.storage, self._group)
+        self._writing = job
+        self._group = []
+        self._group_oids = set()
+        self._group_bytes = 0
+        self._group_opened_s = None
+        if in_background is None:
+            in_background = self.write_groups_in_background
+        if not in_background:
+            job.run()
+            self.finish_group_write(job, now_s)
+
+    def take_group_write(self) -> GroupWrite | None:
+        """A group write the caller must ``run()`` (e.g. in a thread), then pass back.
+
+        Only with ``write_groups_in_background``; each write is handed out once.
+        While it runs the core does not touch the storage (loads, new oids,
+        packs and syncs wait for the flush; commit turns call only
+        ``storage.sync()``, which FileStorage answers from a set a pack fills).
+        """
+        job = self._writing
+        if job is None or job.taken or job.done:
+            return None
+        job.taken = True
+        return job
+
+    def finish_group_write(self, job: GroupWrite, now_s: float | None = None) -> None:
+        """Answer the members of a finished group write; start the next group when due."""
+        if job is not self._writing or not job.done:
+            raise RuntimeError("finish_group_write() needs the core's current, finished write")
+        self._writing = None
+        self.groups_flushed += bool(job.written)
+        for client, error in job.refused:
+            self._close(client, f"commit refused by the storage: {error!r}")
+        if job.error is None:
+            self._acknowledge(job.written)
+        elif isinstance(job.error, ConflictError):
+            for client, _data in job.written:
+                client.outbox += STATUS_INVALID
+        else:
+            reason = f"commit refused by the storage: {job.error!r} (group of {len(job.written)})"
+            for client, _data in job.written:
+                self._close(client, reason)
+        for client, _data in job.members:
+            client.awaiting_ack = False
+        self._flush_group_if_due(now_s)
+        if self._writing is None:
+            for client in list(self.clients.values()):  # requests held back by the group
+                self._dispatch(client)
+
+    def _acknowledge(self, written: list[tuple[_Client, CommitData]]) -> None:
+        self.group_commits_flushed += len(written)
+        for client, data in written:
+            self.bytes_since_pack += data.tdata_bytes + COMMIT_OVERHEAD_BYTES
+            client.outbox += STATUS_OKAY
+            log(10, "Client %s committed %s records", client.client_id, len(data.items))
+        if written:
+            log(10, "Group commit: %s commits in one storage transaction", len(written))
 
     def _check_group(self, group: list[_Client]) -> list[tuple[_Client, CommitData]]:
         """The commits of ``group`` that may be written; the others are answered now."""
@@ -503,11 +826,9 @@ class ServerCore:
     ) -> list[tuple[_Client, CommitData]]:
         """Write the accepted transactions, each its own begin/store/end; return those written.
 
-        The one place that knows how transactions reach the storage. Protocol
-        1 lets at most one commit land per invalidation-list round trip (see
-        the module docstring), so sharing an fsync means deferring it: write
-        without fsync here, pass the commit turn on, fsync once for the
-        commits written meanwhile, and only then send their STATUS_OKAY.
+        Only without ``serialize_commits`` (in-process drivers): there at most
+        one commit of a pass lands, so there is nothing to share. The serialized
+        mode shares writes through ``GroupWrite`` (see the module docstring).
         """
         written = []
         for client, data in accepted:
@@ -559,6 +880,9 @@ class ServerCore:
         """Start an incremental pack unless one runs; pack at once if the storage has no packer."""
         if self.packer is not None:
             return
+        self.flush_group()  # a pack never runs beside commits that are not yet durable
+        if self.has_open_group():
+            return  # a group write is in flight: the pack request waits for the next one
         try:
             packer = self.storage.get_packer()
             if packer is None:
@@ -574,8 +898,8 @@ class ServerCore:
 
     def run_idle_step(self) -> bool:
         """Run one packer step (call when no client is waiting); True if a pack is running."""
-        if self.packer is None:
-            return False
+        if self.packer is None or self.has_open_group():
+            return self.packer is not None
         try:
             step = next(self.packer)
         except StopIteration:
@@ -603,7 +927,11 @@ class ServerCore:
 
     def after_pass(self) -> None:
         """End of a loop pass: start a pack when gcbytes worth of commits have accumulated."""
-        if self.packer is None and 0 < self.gcbytes <= self.bytes_since_pack:
+        if (
+            self.packer is None
+            and not self.has_open_group()
+            and 0 < self.gcbytes <= self.bytes_since_pack
+        ):
             log(20, "gc started")
             self.start_pack()
             if self.packer is None:

@@ -19,11 +19,20 @@ Differences from Durus 4.3 (API.md section 23, warts 5-9):
   and nothing stored changes. A failing pack step abandons the pack.
 * Commits are serialized as in Durus 4.3 (``serialize_commits=True``): while
   one client is between its commit's invalidation list and its transaction
-  data, another client's commit request waits (its loads and syncs do not),
-  so no commit can land inside another and none is refused for that. The
-  client inside its commit is dropped after ``client_timeout_s`` without
-  progress. Commits checked in one pass are written through one place,
-  ``ServerCore._write_group``, ready for a storage-level group write.
+  data, another client's commit request waits, so no commit can land inside
+  another and none is refused for that. The client inside its commit is
+  dropped after ``client_timeout_s`` without progress.
+* Group commit: commits of clients that are ready together share one
+  ``storage.end()`` (with FileStorage(fsync=True): one write and its fsyncs),
+  and are acknowledged only after it; see ``durus.server_core``. The loop
+  passes the time to the core and never sleeps in select() past the open
+  group's deadline (``max_group_delay_s``, 2 ms by default). A storage
+  whose ``fsync`` attribute is False (e.g. ``FileStorage(fsync=False)``)
+  gets groups of one (``max_group_commits``): its ``end()`` costs one
+  buffered write, so grouping would only delay answers. With a file storage
+  whose fsync is on, a group's write runs in a thread while the loop serves
+  the next group's commit turns (two groups in flight at most), so waiting
+  on the disk and the clients' round trips overlap.
 * ``wait_for_server`` raises ``ServerTimeoutError`` (a TimeoutError), not
   SystemExit.
 
@@ -53,6 +62,7 @@ import dataclasses
 import selectors
 import socket
 import ssl
+import threading
 import time
 from typing import Any
 
@@ -68,8 +78,11 @@ from durus.protocol import (
 )
 from durus.server_core import (
     DEFAULT_GCBYTES,
+    DEFAULT_MAX_GROUP_COMMITS,
+    DEFAULT_MAX_GROUP_DELAY_S,
     ClientError,
     ClientOutput,
+    GroupWrite,
     LoopbackSocket,
     LoopbackStall,
     ServerCore,
@@ -102,6 +115,7 @@ DEFAULT_AUTH_TIMEOUT_S = 10.0
 DEFAULT_MAX_MESSAGE_BYTES = DEFAULT_LIMITS.max_commit_bytes
 DEFAULT_MAX_COMMIT_RECORDS = DEFAULT_LIMITS.max_commit_records
 MAX_ACCEPTS_PER_PASS = 64
+GROUP_WRITE_JOIN_S = 120.0  # a write and its fsyncs; longer means the disk is gone
 IDLE_POLL_S = 1.0
 
 
@@ -154,6 +168,8 @@ class StorageServer:
         max_message_bytes: int | None = None, max_commit_records: int | None = None,
         idle_timeout_s: float = DEFAULT_IDLE_TIMEOUT_S, auth_secret: bytes | None = None,
         auth_timeout_s: float = DEFAULT_AUTH_TIMEOUT_S, tls: ssl.SSLContext | None = None,
+        max_group_commits: int | None = None,
+        max_group_delay_s: float = DEFAULT_MAX_GROUP_DELAY_S,
     ) -> None:  # fmt: skip
         if isinstance(gcbytes, bool) or not isinstance(gcbytes, (int, float)):
             raise GcbytesError(f"gcbytes must be an int or float, got {gcbytes!r}")
@@ -167,10 +183,17 @@ class StorageServer:
         limits = with_message_limits(limits, max_message_bytes, max_commit_records)
         self.storage = storage
         self.address = SocketAddress.new(address if address is not None else (host, port))
+        if max_group_commits is None:
+            max_group_commits = default_max_group_commits(storage)
+        _check_positive("max_group_commits", max_group_commits)
         self.core = ServerCore(
             storage, gcbytes, limits, max_outbox_bytes, serialize_commits=True,
-            auth_secret=auth_secret,
+            auth_secret=auth_secret, max_group_commits=max_group_commits,
+            max_group_delay_s=max_group_delay_s,
         )  # fmt: skip
+        self.core.write_groups_in_background = writes_groups_in_background(storage)
+        self._group_write: GroupWrite | None = None
+        self._group_thread: threading.Thread | None = None
         self.limits = limits
         self.client_timeout_s = client_timeout_s
         self.idle_timeout_s = idle_timeout_s
@@ -252,9 +275,7 @@ class StorageServer:
     def _one_pass(self, selector: selectors.BaseSelector, listener: socket.socket) -> None:
         """Wait, read every ready client, commit as a group, write, pack when idle."""
         self._update_interest(selector)
-        busy = self.core.packer is not None or self._resumable() or self._core_has_output()
-        timeout_s = 0.0 if busy else IDLE_POLL_S
-        events = selector.select(timeout_s)
+        events = selector.select(self._select_timeout_s())
         now_s = time.monotonic()
         client_was_ready = False
         for key, mask in events:
@@ -266,7 +287,8 @@ class StorageServer:
                 client_was_ready = True
                 self._service(key.data, mask, now_s)
         self._resume_backlogged()
-        self.core.commit_pending()
+        self.core.commit_pending(now_s)
+        self._advance_group_write(now_s)
         self.core.after_pass()
         for connection in list(self.connections.values()):
             self._collect_output(connection)
@@ -274,6 +296,51 @@ class StorageServer:
         self._drop_stalled(now_s)
         if not client_was_ready:
             self.core.run_idle_step()
+
+    def _advance_group_write(self, now_s: float) -> None:
+        """Report a finished group write to the core; start the next one in a thread."""
+        job = self._group_write
+        if job is not None and job.done:
+            self._join_group_thread()
+            self.core.finish_group_write(job, now_s)
+            self.core.commit_pending(now_s)  # commits that were held back
+        if self._group_write is None:
+            job = self.core.take_group_write()
+            if job is not None:
+                self._group_write = job
+                self._group_thread = threading.Thread(
+                    target=self._run_group_write, args=(job,), name="durus group write"
+                )
+                self._group_thread.start()
+
+    def _run_group_write(self, job: GroupWrite) -> None:
+        """In the write thread: the storage write, then wake the loop."""
+        try:
+            job.run()
+        finally:
+            try:
+                self._wake_writer.send(b"w")
+            except OSError:
+                pass
+
+    def _join_group_thread(self) -> None:
+        thread = self._group_thread
+        if thread is not None:
+            thread.join(GROUP_WRITE_JOIN_S)
+            if thread.is_alive():
+                raise RuntimeError(f"the group write did not end within {GROUP_WRITE_JOIN_S} s")
+        self._group_thread = None
+        self._group_write = None
+
+    def _select_timeout_s(self) -> float:
+        """How long select() may wait: not past the open commit group's deadline."""
+        busy = self.core.packer is not None or self._resumable() or self._core_has_output()
+        timeout_s = 0.0 if busy else IDLE_POLL_S
+        deadline_s = self.core.next_deadline_s()
+        if deadline_s is not None:
+            timeout_s = min(timeout_s, max(0.0, deadline_s - time.monotonic()))
+        assert 0.0 <= timeout_s <= IDLE_POLL_S
+        return timeout_s
 
     def _resumable(self) -> list[_Connection]:
         """Connections whose requests the core paused and whose replies have drained."""
@@ -469,12 +536,43 @@ class StorageServer:
         connection.sock.close()
 
     def _close_everything(self, listener: socket.socket) -> None:
+        self.core.write_groups_in_background = False  # from now on the core writes in place
+        job = self._group_write
+        if job is not None:  # accepted commits become durable, though unacknowledged
+            self._join_group_thread()
+            if job.done:
+                self.core.finish_group_write(job)
+        self.core.flush_group()
         for connection in list(self.connections.values()):
             self.core.disconnect(connection.client_id)
             connection.sock.close()
         self.connections.clear()
         self.sockets = []
         self.address.close(listener)
+
+
+def writes_groups_in_background(storage: Any) -> bool:
+    """True for a file storage with fsync on: its group writes run in a thread.
+
+    While one group's write and fsyncs run, the loop serves the next group's
+    commit turns (and nothing else: see ServerCore.take_group_write); only
+    FileStorage and FileStorage2, whose ``sync()`` reads a set only packs
+    fill, are known to allow that.
+    """
+    from durus.file_storage import FileStorage
+    from durus.file_storage2 import FileStorage2
+
+    return isinstance(storage, (FileStorage, FileStorage2)) and storage.fsync is True
+
+
+def default_max_group_commits(storage: Any) -> int:
+    """Commits per group: 1 (no grouping) for a storage that says it never fsyncs.
+
+    There ``end()`` is one buffered write, so sharing it saves nothing and
+    only delays the earlier members' answers; every other storage (fsync on,
+    SQLite, memory) groups.
+    """
+    return 1 if getattr(storage, "fsync", None) is False else DEFAULT_MAX_GROUP_COMMITS
 
 
 def _check_positive(name: str, value: Any) -> None:
