@@ -166,6 +166,27 @@ STORAGE_OPTIONS: tuple[OptionSpec, ...] = (
     ("--repair", dict(action="store_true", help="truncate a torn tail of the file when opening")),
     ("--readonly", dict(action="store_true", help="open the storage file read-only")),
 )
+DSN_OPTION: OptionSpec = (
+    "--dsn",
+    dict(
+        help="PostgreSQL connection string (e.g. 'host=db dbname=durus'): use a"
+        " PostgresStorage instead of a file (needs psycopg 3; see docs/postgres.md)"
+    ),
+)
+
+
+def open_dsn_for_user(dsn: str, file: str | None = None) -> Any:
+    """A PostgresStorage for ``--dsn``; every foreseeable failure becomes a UserError."""
+    if file:
+        raise UserError("give --dsn or --file, not both")
+    from durus.postgres_storage import PostgresOpenError, storage_from_dsn
+
+    try:
+        return storage_from_dsn(dsn)
+    except PostgresOpenError as exc:
+        raise UserError(str(exc)) from None
+
+
 # Options handed to StorageServer(...) as keyword arguments named by their dest:
 # a new server setting is one line here.
 SERVER_SETTING_OPTIONS: tuple[OptionSpec, ...] = (
@@ -532,7 +553,7 @@ def _server_access_settings(options: optparse.Values) -> dict[str, Any]:
 def _server_parser() -> optparse.OptionParser:
     parser = _parser("-s", "Start a Durus storage server, or stop one with --stop.")
     _add_options(parser, *_address_groups(with_socket_file=True))
-    _add_options(parser, [SERVER_FILE_OPTION], STORAGE_OPTIONS)
+    _add_options(parser, [SERVER_FILE_OPTION, DSN_OPTION], STORAGE_OPTIONS)
     _add_options(parser, SERVER_SETTING_OPTIONS, SERVER_ACCESS_OPTIONS, SERVER_OPTIONS)
     parser.add_option(
         "--stop-tls-ca",
@@ -555,9 +576,12 @@ def run_durus_main(args: list[str] | None = None) -> int:
     }
     _check_server_limits(settings)
     settings.update(_server_access_settings(options))
-    storage = open_storage_for_user(
-        options.file, options.storage_class, repair=options.repair, readonly=options.readonly
-    )
+    if options.dsn:
+        storage = open_dsn_for_user(options.dsn, options.file)
+    else:
+        storage = open_storage_for_user(
+            options.file, options.storage_class, repair=options.repair, readonly=options.readonly
+        )
     try:
         with _sigterm_stops_the_server():
             start_durus(options.logfile, options.logginglevel, address, storage, **settings)
@@ -692,6 +716,7 @@ def interactive_client(
     storage_class: str | None = None,
     wait_s: float = CLIENT_WAIT_S,
     access: ClientAccess | None = None,
+    dsn: str | None = None,
 ) -> None:
     """Open the storage (``file``, else a server at ``address``) and run a console on it.
 
@@ -700,7 +725,11 @@ def interactive_client(
     """
     from durus.connection import Connection
 
-    if file:
+    if dsn:
+        storage = open_dsn_for_user(dsn, file)
+        connection = _connection_for_user(Connection, storage, cache_size)
+        description = str(storage)
+    elif file:
         storage = open_storage_for_user(file, storage_class, repair=repair, readonly=readonly)
         connection = _connection_for_user(Connection, storage, cache_size)
         description = file
@@ -771,7 +800,7 @@ def _connect_with_root(
 
 def _client_parser() -> optparse.OptionParser:
     parser = _parser("-c", "Start a low-level interactive client on a server or a file.")
-    _add_options(parser, *_address_groups(), [CLIENT_FILE_OPTION], STORAGE_OPTIONS)
+    _add_options(parser, *_address_groups(), [CLIENT_FILE_OPTION, DSN_OPTION], STORAGE_OPTIONS)
     _add_options(parser, CLIENT_OPTIONS, CLIENT_ACCESS_OPTIONS)
     parser.set_defaults(startup=os.environ.get("DURUSSTARTUP", ""))
     return parser
@@ -786,7 +815,7 @@ def client_main(args: list[str] | None = None) -> int:
         raise UserError(f"--cache_size must be > 0, not {options.cache_size}")
     if options.wait < 0:
         raise UserError(f"--wait must be >= 0, not {options.wait}")
-    address = None if options.file else _address_from_options(options)
+    address = None if options.file or options.dsn else _address_from_options(options)
     interactive_client(
         options.file,
         address,
@@ -797,6 +826,7 @@ def client_main(args: list[str] | None = None) -> int:
         options.storage_class,
         options.wait,
         None if options.file else ClientAccess(options.auth_file, options.tls_ca),
+        dsn=options.dsn,
     )
     return 0
 
@@ -842,7 +872,7 @@ def _wait_for_server(socket_address: Any, wait_s: float) -> None:
 
 def _pack_parser() -> optparse.OptionParser:
     parser = _parser("-p", "Pack a storage: a file given with --file, else through a server.")
-    _add_options(parser, [PACK_FILE_OPTION], STORAGE_OPTIONS[:1], *_address_groups())
+    _add_options(parser, [PACK_FILE_OPTION, DSN_OPTION], STORAGE_OPTIONS[:1], *_address_groups())
     _add_options(parser, CLIENT_ACCESS_OPTIONS)
     return parser
 
@@ -852,6 +882,14 @@ def pack_storage_main(args: list[str] | None = None) -> int:
     from durus.connection import Connection
 
     options = _parse(_pack_parser(), args)
+    if options.dsn:
+        storage = open_dsn_for_user(options.dsn, options.file)
+        try:
+            run_packer(storage, sys.stderr if sys.stderr.isatty() else None)
+            print(f"packed {storage}")
+        finally:
+            storage.close()
+        return 0
     if options.file:
         storage = open_storage_for_user(options.file, options.storage_class)
     else:
