@@ -204,7 +204,10 @@ class StorageServer:
         self.load_record: dict[bytes, Any] = {}
         self.sockets: list[socket.socket] = []
         self.connections: dict[int, _Connection] = {}
-        self._wake_reader, self._wake_writer = socket.socketpair()
+        # A socket pair that wakes the select loop (shutdown(), finished group
+        # writes); it exists only while serve_until_quit() runs.
+        self._wake_reader: socket.socket | None = None
+        self._wake_writer: socket.socket | None = None
         self._stop_requested = False
 
     @property
@@ -236,18 +239,30 @@ class StorageServer:
         if inherited is not None:
             self.address = InheritedSocket(inherited)
         listener = self.address.get_listening_socket()
+        wake_pair = socket.socketpair()
+        self._wake_reader, self._wake_writer = wake_pair
         try:
             self._serve_on(listener)
         finally:
-            self._close_everything(listener)
+            self._close_everything(listener)  # joins a group write still in flight
+            self._wake_reader = self._wake_writer = None
+            for wake in wake_pair:
+                wake.close()
             if self.core.quit_requested:
                 self.storage.close()
 
     def shutdown(self) -> None:
         """Ask a running serve loop (in another thread) to stop; it returns soon after."""
         self._stop_requested = True
+        self._wake(b"x")
+
+    def _wake(self, signal: bytes) -> None:
+        """Wake the select loop, if it runs (from another thread)."""
+        writer = self._wake_writer
+        if writer is None:
+            return
         try:
-            self._wake_writer.send(b"x")
+            writer.send(signal)
         except OSError:
             pass
 
@@ -257,6 +272,7 @@ class StorageServer:
         selector = selectors.DefaultSelector()
         self._selector = selector
         selector.register(listener, selectors.EVENT_READ, None)
+        assert self._wake_reader is not None
         selector.register(self._wake_reader, selectors.EVENT_READ, "wake")
         log(20, "Ready on %s%s", self.address, self._access_description())
         try:
@@ -282,7 +298,7 @@ class StorageServer:
             if key.data is None:
                 self._accept(listener, now_s)
             elif key.data == "wake":
-                self._wake_reader.recv(64)
+                key.fileobj.recv(64)  # type: ignore[union-attr]
             else:
                 client_was_ready = True
                 self._service(key.data, mask, now_s)
@@ -318,10 +334,7 @@ class StorageServer:
         try:
             job.run()
         finally:
-            try:
-                self._wake_writer.send(b"w")
-            except OSError:
-                pass
+            self._wake(b"w")
 
     def _join_group_thread(self) -> None:
         thread = self._group_thread
