@@ -43,6 +43,7 @@ class Mutant:
     what: str
     path: str  # relative to the project root
     edits: tuple[tuple[str, str], ...]
+    every: bool = False  # the snippet stands in several code paths: patch each one
 
 
 MUTANTS = [
@@ -121,12 +122,11 @@ MUTANTS = [
                 "    def _p_set_status_ghost(self) -> None:\n        pass",
             ),
             (
-                "        if _status_get(self) == GHOST:\n            self._p_load_state()\n"
-                "        connection = _connection_get(self)",
-                "        if _status_get(self) == GHOST and not _getattribute(self, '__dict__'):\n"
-                "            self._p_load_state()\n"
-                "        _status_set(self, SAVED)\n"
-                "        connection = _connection_get(self)",
+                "            if self._p_status == GHOST:\n                self._p_load_state()\n",
+                "            if self._p_status == GHOST and _getattribute(self, '__dict__'):\n"
+                "                _status_set(self, SAVED)  # stale state used without a load\n"
+                "            elif self._p_status == GHOST:\n"
+                "                self._p_load_state()\n",
             ),
         ),
     ),
@@ -135,6 +135,7 @@ MUTANTS = [
         "the server does not add committed oids to the other clients' invalid sets",
         "durus/server_core.py",
         (("other.invalid.update(oids)", "pass"),),
+        every=True,  # immediate commits and group commits
     ),
     Mutant(
         "server-load-ignores-invalid",
@@ -165,6 +166,7 @@ MUTANTS = [
         "the server writes only the first record of each transaction",
         "durus/server_core.py",
         (("for oid, record in data.items:", "for oid, record in data.items[:1]:"),),
+        every=True,  # immediate commits and group commits
     ),
     Mutant(
         "oid-reuse",
@@ -224,7 +226,7 @@ def apply(mutant: Mutant, root: Path) -> str | None:
     text = target.read_text()
     for old, new in mutant.edits:
         count = text.count(old)
-        if count != 1:
+        if count == 0 or (count > 1 and not mutant.every):
             return f"snippet found {count} times in {mutant.path}: {old.splitlines()[0]!r}"
         text = text.replace(old, new)
     target.write_text(text)
