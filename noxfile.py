@@ -188,3 +188,10 @@ def report(session: nox.Session) -> None:
     """
     session.install("-e", ".[test]", "crosshair-tool", "matplotlib")
     session.run("python", "tools/report.py", *session.posargs)
+
+
+@nox.session
+def mutants(session: nox.Session) -> None:
+    """Apply each deliberate bug of tools/mutants.py to a copy; the stateful suite must fail."""
+    session.install("-e", ".[test]")
+    session.run("python", "tools/mutants.py", *session.posargs)
