@@ -95,10 +95,10 @@ class ByteArray:
         return j, k
 
     def _position(self, j: Any) -> int:
-        j = _index(j)
-        if not 0 <= j < self.size:
-            raise IndexError(f"byte index {j} is not in range(0, {self.size})")
-        return self.start + j
+        index = _index(j)
+        if not 0 <= index < self.size:
+            raise IndexError(f"byte index {index} is not in range(0, {self.size})")
+        return self.start + index
 
     def __getitem__(self, key: int | slice) -> bytes:
         if isinstance(key, slice):
@@ -133,7 +133,10 @@ class ByteArray:
 
 
 class Byte:
-    """The eight bits of one byte value; bit 0 is the most significant."""
+    """The eight bits of one byte value; bit 0 is the most significant.
+
+    inv: 0 <= self.value <= 255
+    """
 
     def __init__(self, v: int | bytes = 0) -> None:
         if isinstance(v, (bytes, bytearray)) and len(v) == 1:
@@ -146,15 +149,25 @@ class Byte:
 
     @staticmethod
     def _mask(j: Any) -> int:
-        j = _index(j)
-        if not -8 <= j <= 7:
-            raise IndexError(f"bit index {j} is not in -8..7")
-        return 0x80 >> (j % 8)
+        index = _index(j)
+        if not -8 <= index <= 7:
+            raise IndexError(f"bit index {index} is not in -8..7")
+        return 0x80 >> (index % 8)
 
     def __getitem__(self, j: int) -> int:
+        """Bit ``j``: 0..7 from the most significant, -8..-1 from the least.
+
+        raises: IndexError
+        post: __return__ in (0, 1)
+        """
         return 1 if self.value & self._mask(j) else 0
 
     def __setitem__(self, j: int, bit: object) -> None:
+        """Bit ``j`` becomes 1 when ``bit`` is true, else 0.
+
+        raises: IndexError
+        post: self[j] == (1 if bit else 0)
+        """
         mask = self._mask(j)
         self.value = (self.value | mask) if bit else (self.value & ~mask)
         assert 0 <= self.value <= 255
@@ -199,12 +212,12 @@ class BitArray:
 
     def _locate(self, j: Any) -> tuple[int, int]:
         """``(byte index, bit index)`` of bit ``j`` (negative counts from the end)."""
-        j = _index(j)
-        if j < 0:
-            j += self.size
-        if not 0 <= j < self.size:
+        index = _index(j)
+        if index < 0:
+            index += self.size
+        if not 0 <= index < self.size:
             raise IndexError(f"bit index out of range for a BitArray of {self.size}")
-        return divmod(j, 8)
+        return divmod(index, 8)
 
     def __getitem__(self, j: int) -> int:
         byte_index, bit_index = self._locate(j)
@@ -319,7 +332,13 @@ class WordArray:
 
 
 def _bytes_for_maximum(maximum_int: int | None) -> int:
-    """Fewest bytes whose all-ones value exceeds ``maximum_int`` (8 when None)."""
+    """Fewest bytes whose all-ones value exceeds ``maximum_int`` (8 when None).
+
+    raises: ValueError
+    post: 1 <= __return__ <= MAX_BYTES_PER_WORD
+    post: maximum_int is None or maximum_int < (1 << (8 * __return__)) - 1
+    post: maximum_int is None or __return__ == 1 or maximum_int >= (1 << (8 * __return__ - 8)) - 1
+    """
     if maximum_int is None:
         return MAX_BYTES_PER_WORD
     if maximum_int < 0:

@@ -384,12 +384,12 @@ class ObjectDictionary:
     """oid -> object, weakly held; removals are recorded in ``dead`` and purged lazily."""
 
     def __init__(self) -> None:
-        self.mapping: dict[Any, KeyedRef] = {}
+        self.mapping: dict[Any, KeyedRef[Any, Any]] = {}
         self.dead: set[Any] = set()
         mapping = self.mapping
         dead = self.dead
 
-        def callback(ref: KeyedRef) -> None:
+        def callback(ref: KeyedRef[Any, Any]) -> None:
             key = ref.key
             if key not in mapping:
                 return

@@ -16,7 +16,12 @@ MAX_DATA_BYTES = 0xFFFFFFFF
 
 
 def pack_record(oid: bytes, data: bytes, refs: bytes) -> bytes:
-    """``oid + int4(len(data)) + data + refs``."""
+    """``oid + int4(len(data)) + data + refs``; ValueError for a bad oid or refs.
+
+    raises: ValueError
+    post: len(__return__) == RECORD_HEADER_BYTES + len(data) + len(refs)
+    post: unpack_record(__return__) == (oid, data, refs)
+    """
     if len(oid) != OID_SIZE_BYTES:
         raise ValueError(f"an oid must be 8 bytes, got {len(oid)}")
     if len(refs) % OID_SIZE_BYTES:
@@ -29,7 +34,11 @@ def pack_record(oid: bytes, data: bytes, refs: bytes) -> bytes:
 
 
 def unpack_record(record: bytes) -> tuple[bytes, bytes, bytes]:
-    """``(oid, data, refs)`` of a record; RecordFormatError when malformed."""
+    """``(oid, data, refs)`` of a record; RecordFormatError when malformed.
+
+    raises: RecordFormatError
+    post: pack_record(*__return__) == record
+    """
     if len(record) < RECORD_HEADER_BYTES:
         raise RecordFormatError(f"record of {len(record)} bytes is shorter than its header")
     oid = record[:OID_SIZE_BYTES]
@@ -47,11 +56,22 @@ def unpack_record(record: bytes) -> tuple[bytes, bytes, bytes]:
 
 
 def split_oids(s: bytes | str) -> list[bytes]:
-    """The 8-byte oids concatenated in ``s``; RecordFormatError for a ragged length."""
+    """The 8-byte oids concatenated in ``s``; RecordFormatError for a ragged length.
+
+    A str (Durus 4.3 accepted one) is taken as latin-1 bytes; a str that is
+    not latin-1 is a RecordFormatError too.
+
+    raises: RecordFormatError
+    post: all(len(oid) == OID_SIZE_BYTES for oid in __return__)
+    post: b"".join(__return__) == (s.encode("latin1") if isinstance(s, str) else s)
+    """
     if not s:
         return []
     if isinstance(s, str):
-        s = s.encode("latin1")
+        try:
+            s = s.encode("latin1")
+        except UnicodeEncodeError as error:
+            raise RecordFormatError(f"an oid list str must be latin-1 bytes: {error}") from None
     if len(s) % OID_SIZE_BYTES:
         raise RecordFormatError(f"oid list length {len(s)} is not a multiple of 8")
     oids = [s[i : i + OID_SIZE_BYTES] for i in range(0, len(s), OID_SIZE_BYTES)]
@@ -60,14 +80,22 @@ def split_oids(s: bytes | str) -> list[bytes]:
 
 
 def record_oid(record: bytes) -> bytes:
-    """The oid a record begins with."""
+    """The oid a record begins with.
+
+    raises: RecordFormatError
+    post: len(__return__) == OID_SIZE_BYTES and record.startswith(__return__)
+    """
     if len(record) < RECORD_HEADER_BYTES:
         raise RecordFormatError(f"record of {len(record)} bytes is shorter than its header")
     return record[:OID_SIZE_BYTES]
 
 
 def record_refs(record: bytes) -> list[bytes]:
-    """The oids a record refers to."""
+    """The oids a record refers to.
+
+    raises: RecordFormatError
+    post: b"".join(__return__) == unpack_record(record)[2]
+    """
     return split_oids(unpack_record(record)[2])
 
 
@@ -75,7 +103,10 @@ def extract_class_name(record: bytes) -> bytes:
     """The class name between the first two newlines of the data, e.g. ``b'BNode16'``.
 
     Returns ``b'?'`` when the record has no such name (Durus 4.3 returned the
-    str ``'?'`` there, so a bytes filter could never match it).
+    str ``'?'`` there, so a bytes filter could never match it). The name never
+    holds a newline (byte 10).
+
+    post: isinstance(__return__, bytes) and 10 not in __return__
     """
     try:
         data = unpack_record(record)[1]

@@ -217,17 +217,23 @@ class _Window:
 
 
 def _read_at(file: Any, offset: int, size: int) -> bytes:
+    data: bytes
     if hasattr(file, "read_at"):
-        return file.read_at(offset, size)
+        data = file.read_at(offset, size)
+        return data
     file.seek(offset)
-    return file.read(size)
+    data = file.read(size)
+    return data
 
 
 def _file_size(file: Any) -> int:
+    size: int
     if hasattr(file, "size"):
-        return file.size()
+        size = file.size()
+        return size
     file.seek(0, 2)
-    return file.tell()
+    size = file.tell()
+    return size
 
 
 # ---------------------------------------------------------------------------

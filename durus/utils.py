@@ -79,27 +79,54 @@ def iteritems(x: Any) -> Any:
 
 
 def int4_to_str(n: int) -> bytes:
-    """4 big-endian bytes of the unsigned 32-bit integer ``n``."""
+    """4 big-endian bytes of the unsigned 32-bit integer ``n``.
+
+    pre: 0 <= n <= 0xFFFFFFFF
+    post: len(__return__) == 4
+    post: str_to_int4(__return__) == n
+    """
     return _int4.pack(n)
 
 
 def str_to_int4(b: bytes) -> int:
-    """The unsigned 32-bit integer encoded by 4 big-endian bytes."""
-    return _int4.unpack(b)[0]
+    """The unsigned 32-bit integer encoded by 4 big-endian bytes.
+
+    pre: len(b) == 4
+    post: 0 <= __return__ <= 0xFFFFFFFF
+    post: int4_to_str(__return__) == b
+    """
+    value: int = _int4.unpack(b)[0]
+    return value
 
 
 def int8_to_str(n: int) -> bytes:
-    """8 big-endian bytes of the unsigned 64-bit integer ``n``."""
+    """8 big-endian bytes of the unsigned 64-bit integer ``n``.
+
+    pre: 0 <= n <= 0xFFFFFFFFFFFFFFFF
+    post: len(__return__) == 8
+    post: str_to_int8(__return__) == n
+    """
     return _int8.pack(n)
 
 
 def str_to_int8(b: bytes) -> int:
-    """The unsigned 64-bit integer encoded by 8 big-endian bytes."""
-    return _int8.unpack(b)[0]
+    """The unsigned 64-bit integer encoded by 8 big-endian bytes.
+
+    pre: len(b) == 8
+    post: 0 <= __return__ <= 0xFFFFFFFFFFFFFFFF
+    post: int8_to_str(__return__) == b
+    """
+    value: int = _int8.unpack(b)[0]
+    return value
 
 
 def check_oid(oid: object) -> bytes:
-    """``oid`` itself when it is 8 bytes; else a clear TypeError/ValueError."""
+    """``oid`` itself when it is 8 bytes; else a clear TypeError/ValueError.
+
+    raises: TypeError, ValueError
+    post: isinstance(__return__, bytes) and __return__ == oid
+    post: len(__return__) == OID_SIZE_BYTES
+    """
     if not isinstance(oid, (bytes, bytearray)):
         raise TypeError(f"an oid must be 8 bytes, not {type(oid).__name__}")
     if len(oid) != OID_SIZE_BYTES:
@@ -120,6 +147,7 @@ class ShortRead(IOError):
 
 def read(f: Any, n: int) -> bytes:
     """Exactly ``n`` bytes from a file (one read) or a socket (recv until done)."""
+    data: bytes
     if hasattr(f, "read"):
         data = f.read(n)
         if len(data) < n:

@@ -559,7 +559,6 @@ def test_clients_vs_spec_socket_server() -> None:
 # examples are pinned below), so a known failure costs seconds, not minutes.
 
 
-
 def test_commit_inside_commit_loopback_memory() -> None:
     run_machine(machine_for(loopback_memory, interleave=True), max_examples=scaled(2))
 

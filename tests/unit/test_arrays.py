@@ -212,3 +212,44 @@ class TestIntSet:
             s.add(v)
         assert all(v in s for v in values)
         assert all(v not in s for v in range(0, 5001, 97) if v not in values)
+
+
+class TestRejectedArguments:
+    """Each argument check answers with its own clear error."""
+
+    def test_byte_array_read_past_a_shrunken_file(self) -> None:
+        f = BytesIO()
+        b = ByteArray(4, f)
+        f.truncate(2)
+        with pytest.raises(ShortRead, match="wanted 1 bytes"):
+            b[3]
+        with pytest.raises(ShortRead, match="wanted 3 bytes"):
+            b[0:3]
+
+    def test_byte_repr_and_negative_bit_array_size(self) -> None:
+        assert repr(Byte(7)) == "Byte(7)"
+        bits = BitArray(3)
+        with pytest.raises(ValueError, match=">= 0"):
+            bits.set_size(-1)
+
+    def test_word_array_reopened_with_other_shape(self) -> None:
+        f = BytesIO()
+        WordArray(f, 2, 3)
+        f.seek(0)
+        with pytest.raises(ValueError, match="bytes per word"):
+            WordArray(f, 4, 3)
+        f.seek(0)
+        with pytest.raises(ValueError, match="3 words"):
+            WordArray(f, 2, 5)
+
+    @pytest.mark.parametrize(("width", "count"), [(0, 1), (9, 1), (2, -1)])
+    def test_word_array_generate_bad_shape(self, width: int, count: int) -> None:
+        with pytest.raises(ValueError):
+            list(WordArray.generate(BytesIO(), width, count))
+
+    def test_int_array_reopened_with_another_count(self) -> None:
+        f = BytesIO()
+        IntArray(f, 4, 100)
+        f.seek(0)
+        with pytest.raises(ValueError, match="4 ints"):
+            IntArray(f, 5)

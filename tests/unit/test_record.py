@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 from durus.error import RecordFormatError
 from durus.record import (
+    MAX_DATA_BYTES,
     extract_class_name,
     pack_record,
     record_oid,
@@ -77,3 +78,17 @@ def test_split_oids() -> None:
 def test_extract_class_name_failure_is_bytes() -> None:
     assert extract_class_name(pack_record(b"\x00" * 8, b"no newline", b"")) == b"?"
     assert extract_class_name(b"junk") == b"?"
+
+
+class _ClaimsHugeLength(bytes):
+    """Bytes that report a length beyond the int4 field, without allocating it."""
+
+    def __len__(self) -> int:
+        return MAX_DATA_BYTES + 1
+
+
+def test_pack_record_rejects_bad_refs_and_oversized_data() -> None:
+    with pytest.raises(ValueError, match="multiple of 8"):
+        pack_record(b"\x00" * 8, b"", b"\x00" * 7)
+    with pytest.raises(ValueError, match="4 GiB"):
+        pack_record(b"\x00" * 8, _ClaimsHugeLength(), b"")

@@ -134,3 +134,14 @@ def test_python2_names() -> None:
     assert list(utils.iteritems({1: 2})) == [(1, 2)]
     assert utils.join_bytes([b"a", b"b"]) == b"ab"
     assert utils.empty_byte_string == b""
+
+
+def test_trace_prints_the_bytes_moved(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(utils, "TRACE", True)
+    f = BytesIO()
+    write(f, b"ab")
+    f.seek(0)
+    assert read(f, 2) == b"ab"
+    assert capsys.readouterr().out == "write b'ab'\nread b'ab'\n"
