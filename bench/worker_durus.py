@@ -36,8 +36,8 @@ def open_storage(path: str, fsync: bool | None = None) -> FileStorage:
     return FileStorage(path)
 
 
-def build(path: str, objects: int) -> Connection:
-    connection = Connection(open_storage(path))
+def build(path: str, objects: int, fsync: bool | None = None) -> Connection:
+    connection = Connection(open_storage(path, fsync))
     tree = connection.get_root()["tree"] = BTree()
     for number in range(objects):
         tree[number] = Item(number)
@@ -103,7 +103,7 @@ def warm(path: str, objects: int) -> dict:
 
 
 def small_commits(path: str, objects: int, fsync: bool | None) -> dict:
-    connection = build(path, min(objects, 1000))
+    connection = build(path, min(objects, 1000), fsync)
     tree = connection.get_root()["tree"]
     items = [tree[number] for number in range(len(tree))]
     start = time.perf_counter()
