@@ -583,38 +583,3 @@ def test_a_write_error_inside_the_file_layer_during_a_commit() -> None:
     reopened = FileStorage("db.durus", readonly=True, file_system=FaultyDisk(disk.image()))
     assert {o: r[12:] for o, r in reopened.gen_oid_record()} == {kept: b"kept", later: b"ok"}
     reopened.close()
-
-
-def _peer_ready() -> bool:
-    from tests.compat.peer_venv import READY_MARKER
-
-    return READY_MARKER.exists()
-
-
-PEER_PROBE = """
-import sys
-from durus.client_storage import ClientStorage
-try:
-    ClientStorage(port=int(sys.argv[1]))
-except Exception as error:
-    print(type(error).__name__, error)
-else:
-    print("connected")
-"""
-
-
-@pytest.mark.skipif(not _peer_ready(), reason="the Durus 4.3 peer venv is not set up")
-def test_a_real_durus43_client_gets_a_clear_refusal_when_auth_is_on() -> None:
-    import subprocess
-
-    from tests.compat.peer_venv import peer_command, peer_env
-
-    with ThreadedServer(auth_secret=SECRET) as protected, ThreadedServer() as open_server:
-        outputs = []
-        for port in (protected.port, open_server.port):
-            result = subprocess.run(
-                peer_command("-c", PEER_PROBE, str(port)), env=peer_env(), cwd="/",
-                capture_output=True, text=True, timeout=60,
-            )  # fmt: skip
-            outputs.append(result.stdout.strip())
-    assert outputs == ["ProtocolError Protocol version mismatch.", "connected"]
