@@ -60,16 +60,20 @@ from durus.error import (
     DurusError,
     DurusKeyError,
     ReadConflictError,
-    RecordFormatError,
     WriteConflictError,
 )
 from durus.logger import log
-from durus.record import pack_record, unpack_record
+from durus.record import (
+    MAX_ROW_OID,
+    oid_to_row_id,
+    record_to_row,
+    row_to_record,
+)
 from durus.storage import InvalidationHandler, Packer, Storage
 from durus.utils import ROOT_OID, check_oid, int8_to_str, str_to_int8
 
 SCHEMA_VERSION = 1
-MAX_PG_OID = (1 << 63) - 1
+MAX_PG_OID = MAX_ROW_OID
 DEFAULT_OID_POOL_SIZE = 32
 MAX_OID_POOL_SIZE = 10_000
 DEFAULT_LOG_RETENTION_S = 7 * 24 * 3600.0
@@ -170,36 +174,8 @@ class SchemaVersionError(DurusError):
     """The database holds a Durus schema this version does not know (or no usable one)."""
 
 
-def oid_to_pg(oid: bytes) -> int:
-    """The bigint of an 8-byte oid; ValueError beyond PostgreSQL's signed 64-bit range."""
-    number = str_to_int8(check_oid(oid))
-    if number > MAX_PG_OID:
-        raise ValueError(f"oid {number} is beyond PostgreSQL's bigint range")
-    return number
-
-
-def row_to_record(oid_number: int, data: object, refs: object) -> bytes:
-    """The record rebuilt from one row; RecordFormatError when the row is malformed."""
-    if not isinstance(oid_number, int) or not 0 <= oid_number <= MAX_PG_OID:
-        raise RecordFormatError(f"row oid {oid_number!r} is not an oid")
-    if not isinstance(data, bytes) or not isinstance(refs, bytes):
-        raise RecordFormatError(f"row {oid_number}: data and refs must be bytea")
-    try:
-        record = pack_record(int8_to_str(oid_number), data, refs)
-    except ValueError as error:
-        raise RecordFormatError(f"row {oid_number}: {error}") from None
-    assert unpack_record(record)[1] == data
-    return record
-
-
-def record_to_row(oid: bytes, record: bytes) -> tuple[int, bytes, bytes]:
-    """``(oid, data, refs)`` for a record; ValueError when it is not ``oid``'s record."""
-    record_oid_bytes, data, refs = unpack_record(bytes(record))
-    if record_oid_bytes != check_oid(oid):
-        raise ValueError(f"record for oid {record_oid_bytes!r} stored under {oid!r}")
-    row = (oid_to_pg(oid), data, refs)
-    assert pack_record(oid, data, refs) == record
-    return row
+# The row form of a record lives in durus.record (shared with SqliteStorage).
+oid_to_pg = oid_to_row_id
 
 
 def connect(dsn: str) -> Any:

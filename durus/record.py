@@ -9,7 +9,7 @@ what our own code guarantees.
 from __future__ import annotations
 
 from durus.error import RecordFormatError
-from durus.utils import OID_SIZE_BYTES, int4_to_str, str_to_int4
+from durus.utils import OID_SIZE_BYTES, check_oid, int4_to_str, str_to_int4
 
 RECORD_HEADER_BYTES = OID_SIZE_BYTES + 4
 MAX_DATA_BYTES = 0xFFFFFFFF
@@ -116,3 +116,44 @@ def extract_class_name(record: bytes) -> bytes:
     if len(parts) < 3:
         return b"?"
     return parts[1]
+
+
+# ---------------------------------------------------------------------------
+# The row form: a record kept as an SQL row (SQLite, PostgreSQL)
+
+MAX_ROW_OID = (1 << 63) - 1  # SQL integers are signed 64-bit
+
+
+def oid_to_row_id(oid: bytes) -> int:
+    """The SQL integer of an 8-byte oid; ValueError beyond the signed 64-bit range."""
+    number = int.from_bytes(check_oid(oid), "big")
+    if number > MAX_ROW_OID:
+        raise ValueError(
+            f"oid {number} is beyond the signed 64-bit range of SQL integers"
+            " (SQLite INTEGER, PostgreSQL bigint)"
+        )
+    return number
+
+
+def row_to_record(row_id: int, data: object, refs: object) -> bytes:
+    """The record rebuilt from an ``(id, data, refs)`` row; RecordFormatError if malformed."""
+    if not isinstance(row_id, int) or not 0 <= row_id <= MAX_ROW_OID:
+        raise RecordFormatError(f"row id {row_id!r} is not an oid")
+    if not isinstance(data, bytes) or not isinstance(refs, (bytes, type(None))):
+        raise RecordFormatError(f"row {row_id}: data and refs must be byte strings")
+    try:
+        record = pack_record(row_id.to_bytes(OID_SIZE_BYTES, "big"), data, refs or b"")
+    except ValueError as error:
+        raise RecordFormatError(f"row {row_id}: {error}") from None
+    assert unpack_record(record)[1] == data
+    return record
+
+
+def record_to_row(oid: bytes, record: bytes) -> tuple[int, bytes, bytes]:
+    """``(id, data, refs)`` of ``oid``'s record; ValueError when it is another oid's."""
+    record_oid_bytes, data, refs = unpack_record(bytes(record))
+    if record_oid_bytes != check_oid(oid):
+        raise ValueError(f"record for oid {record_oid_bytes!r} stored under {oid!r}")
+    row = (oid_to_row_id(oid), data, refs)
+    assert pack_record(oid, data, refs) == record
+    return row

@@ -35,10 +35,16 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from durus.error import DurusKeyError, RecordFormatError
+from durus.error import DurusKeyError
 from durus.file import File, ReadOnlyFileError
 from durus.logger import log
-from durus.record import pack_record, record_refs, unpack_record
+from durus.record import (
+    MAX_ROW_OID,
+    oid_to_row_id,
+    record_refs,
+    record_to_row,
+    row_to_record,
+)
 from durus.storage import InvalidationHandler, Packer, Storage
 from durus.utils import ROOT_OID, check_oid, int8_to_str, str_to_int8
 
@@ -46,41 +52,13 @@ TABLE_SQL = (
     "CREATE TABLE objects (\n    id integer primary key,\n    data blob,\n    refs blob\n    )"
 )
 CREATE_SCRIPT = f"BEGIN TRANSACTION;\n{TABLE_SQL};\nCOMMIT;"
-MAX_SQLITE_OID = (1 << 63) - 1
+MAX_SQLITE_OID = MAX_ROW_OID
 SCAN_BATCH_ROWS = 500
 BUSY_TIMEOUT_S = 5.0
 
 
-def oid_to_id(oid: bytes) -> int:
-    """The SQLite row id of an 8-byte oid; ValueError beyond SQLite's range."""
-    number = str_to_int8(check_oid(oid))
-    if number > MAX_SQLITE_OID:
-        raise ValueError(f"oid {number} is beyond SQLite's signed 64-bit integer range")
-    return number
-
-
-def row_to_record(row_id: int, data: object, refs: object) -> bytes:
-    """The object record rebuilt from one row; RecordFormatError if the row is malformed."""
-    if not 0 <= row_id <= MAX_SQLITE_OID:
-        raise RecordFormatError(f"row id {row_id} is not an oid")
-    if not isinstance(data, bytes) or not isinstance(refs, (bytes, type(None))):
-        raise RecordFormatError(f"row {row_id}: data and refs must be blobs")
-    try:
-        record = pack_record(int8_to_str(row_id), data, refs or b"")
-    except ValueError as error:
-        raise RecordFormatError(f"row {row_id}: {error}") from None
-    assert unpack_record(record)[1] == data
-    return record
-
-
-def record_to_row(oid: bytes, record: bytes) -> tuple[int, bytes, bytes]:
-    """``(id, data, refs)`` for a record; ValueError when it is not ``oid``'s record."""
-    record_oid_bytes, data, refs = unpack_record(bytes(record))
-    if record_oid_bytes != check_oid(oid):
-        raise ValueError(f"record for oid {record_oid_bytes!r} stored under {oid!r}")
-    row = (oid_to_id(oid), data, refs)
-    assert pack_record(oid, data, refs) == record
-    return row
+# The row form of a record lives in durus.record (shared with PostgresStorage).
+oid_to_id = oid_to_row_id
 
 
 class SqliteStorage(Storage):
