@@ -28,30 +28,14 @@ from durus.btree import (
     check_btree,
 )
 from durus.connection import Connection
-from durus.persistent import SAVED, UNSAVED, ConnectionBase, new_ghost, real_class
+from durus.persistent import SAVED, UNSAVED, new_ghost, real_class
 from durus.persistent_dict import PersistentDict
 from durus.storage import MemoryStorage
 from durus.utils import int8_to_str
+from tests.support.fake_connection import FakeConnection
 
 NODE_CLASSES = [BNode, BNode4, BNode8, BNode16, BNode32, BNode64, BNode128, BNode256, BNode512]
 SMALL_NODE_CLASSES = [BNode, BNode4, BNode8, BNode16]
-
-
-class FakeConnection(ConnectionBase):
-    """Records change notes; loads ghosts from pickled states kept by oid."""
-
-    def __init__(self) -> None:
-        self.changed: list[Any] = []
-        self.stored: dict[bytes, bytes] = {}
-
-    def note_access(self, obj: Any) -> None:
-        pass
-
-    def note_change(self, obj: Any) -> None:
-        self.changed.append(obj)
-
-    def load_state(self, obj: Any) -> None:
-        obj.__setstate__(pickle.loads(self.stored[obj._p_oid]))
 
 
 def all_nodes(node: BNode) -> list[BNode]:

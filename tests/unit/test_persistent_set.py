@@ -3,44 +3,15 @@
 from __future__ import annotations
 
 import operator
-import pickle
 from collections.abc import MutableSet, Set
 from typing import Any
 
 import pytest
 
-from durus.persistent import SAVED, UNSAVED, ConnectionBase, new_ghost, real_class
+from durus.persistent import SAVED, UNSAVED, real_class
 from durus.persistent_set import PersistentSet
 from durus.utils import int8_to_str
-
-
-class FakeConnection(ConnectionBase):
-    """Records change notes; loads ghosts from pickled states kept by oid."""
-
-    def __init__(self) -> None:
-        self.changed: list[Any] = []
-        self.stored: dict[bytes, bytes] = {}
-
-    def note_access(self, obj: Any) -> None:
-        pass
-
-    def note_change(self, obj: Any) -> None:
-        self.changed.append(obj)
-
-    def load_state(self, obj: Any) -> None:
-        obj.__setstate__(pickle.loads(self.stored[obj._p_oid]))
-
-
-def saved(obj: Any, connection: FakeConnection, oid: int = 1) -> Any:
-    obj._p_oid = int8_to_str(oid)
-    obj._p_connection = connection
-    obj._p_status = SAVED
-    return obj
-
-
-def ghost_of(obj: Any, connection: FakeConnection, oid: int = 7) -> Any:
-    connection.stored[int8_to_str(oid)] = pickle.dumps(obj.__getstate__())
-    return new_ghost(real_class(obj), int8_to_str(oid), connection)
+from tests.support.fake_connection import FakeConnection, ghost_of, saved
 
 
 class Sub(PersistentSet):
