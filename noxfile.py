@@ -11,9 +11,9 @@ nox.options.reuse_existing_virtualenvs = True
 
 @nox.session
 def tests(session: nox.Session) -> None:
-    """The default test run, as CI runs it (bounded Hypothesis profile)."""
+    """The default test run, as CI runs it (bounded Hypothesis profile, both cores)."""
     session.install("-e", ".[test]")
-    session.run("pytest", "-q", *session.posargs)
+    session.run("pytest", "-q", "-n", "2", *session.posargs)
 
 
 @nox.session
