@@ -40,7 +40,7 @@ from durus.protocol import (
     int4,
 )
 from durus.storage import MemoryStorage
-from durus.storage_server import DEFAULT_HOST, StorageServer
+from durus.storage_server import DEFAULT_HOST, StorageServer, wait_for_server
 from tests.support.server_fixtures import (
     WAIT_S,
     LogCapture,
@@ -98,7 +98,8 @@ def test_a_unix_socket_gets_the_umask_it_is_given(tmp_path: Path) -> None:
     thread = threading.Thread(target=server.serve_until_quit, daemon=True)
     thread.start()
     try:
-        assert wait_until(lambda: os.path.exists(path))
+        # The file appears at bind(), a moment before listen(): wait for a connection.
+        wait_for_server(address=path, maxtries=int(WAIT_S / 0.05), sleeptime=0.05)
         assert os.stat(path).st_mode & 0o777 == 0o700
         assert ClientStorage(address=path, timeout_s=WAIT_S).sync() == []
     finally:
