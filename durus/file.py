@@ -214,6 +214,8 @@ class File:
         self.has_lock = False
         self.position = 0
         self.raw: RawFile | None = None
+        # A directory whose fsync failed after a rename: fsync() owes it.
+        self.owed_directory_sync: str | None = None
         if name is None:
             if readonly:
                 raise ValueError("a temporary File cannot be read-only")
@@ -319,8 +321,15 @@ class File:
         self._open_raw()
 
     def fsync(self) -> None:
-        """Make every byte written so far durable."""
+        """Make every byte written so far durable, and a rename whose directory fsync failed.
+
+        Until that directory fsync succeeds the file may lose its new name at a
+        crash, so nothing written to it can be called durable before then.
+        """
         self._open_raw().sync()
+        if self.owed_directory_sync is not None:
+            self.file_system.sync_directory(self.owed_directory_sync)
+            self.owed_directory_sync = None
 
     # Offset-based interface (what durus.shelf uses).
 
@@ -408,7 +417,12 @@ class File:
         self._require_writable()
         self.file_system.replace(self.name, target)
         self.name = target  # renamed now, even if making it durable fails below
-        self.file_system.sync_directory(os.path.dirname(os.path.abspath(target)))
+        directory = os.path.dirname(os.path.abspath(target))
+        try:
+            self.file_system.sync_directory(directory)
+        except OSError:
+            self.owed_directory_sync = directory  # fsync() retries it before anything else
+            raise
         assert self.has_lock
 
     def _close_raw(self) -> None:

@@ -356,6 +356,9 @@ class FileStorage(Storage):
                 error,
             )
             self._unsynced_directory = directory
+            # This storage settles it itself, before its next write (even with fsync
+            # off), so the file need not retry it at its next fsync as well.
+            pack_file.owed_directory_sync = None
         old_shelf, self.shelf = self.shelf, new_shelf
         new_shelf.fsync = self.fsync
         old_shelf.get_file().close()  # not old_shelf.close(): no sidecar for a replaced file

@@ -650,7 +650,14 @@ class FileStorage2(Storage):
         """Make the rewritten file the storage file (atomic rename) and use it."""
         name = self.get_filename()
         if not self.is_temporary():
-            new_file.rename(name)
+            try:
+                new_file.rename(name)
+            except OSError as error:
+                if new_file.get_name() != name:
+                    raise  # not renamed: the old file is still the storage
+                # Renamed, not yet durable: the new file is the storage now, and its
+                # next fsync (before any commit is acknowledged) retries the directory.
+                log(30, "%s: directory fsync after the pack failed (%s)", self, error)
         old_file, self.fp = self.fp, new_file
         old_file.close()
         self.invalid.update(oid for oid in self.index if oid not in new_index)

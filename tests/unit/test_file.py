@@ -231,3 +231,29 @@ def test_file_attribute_shares_the_descriptor(tmp_path: Any) -> None:
     assert repr(f).startswith("File(")
     f.close()
     assert DEFAULT_FILE_SYSTEM.exists(str(tmp_path / "f"))
+
+
+def test_a_rename_whose_directory_fsync_failed_is_made_durable_by_the_next_fsync(
+    tmp_path: Any,
+) -> None:
+    class FailingDirectorySync(OsFileSystem):
+        failures = 1
+        syncs: list[str] = []
+
+        def sync_directory(self, path: str) -> None:
+            self.syncs.append(path)
+            if self.failures:
+                self.failures -= 1
+                raise OSError(errno.EIO, "I/O error", path)
+            super().sync_directory(path)
+
+    fs = FailingDirectorySync()
+    new = File(str(tmp_path / "new"), file_system=fs)
+    new.write(b"data")
+    with pytest.raises(OSError):
+        new.rename(str(tmp_path / "live"))
+    assert new.get_name() == str(tmp_path / "live")  # renamed, not yet durable
+    assert new.owed_directory_sync == str(tmp_path)
+    new.fsync()
+    assert new.owed_directory_sync is None and fs.syncs == [str(tmp_path)] * 2
+    new.close()

@@ -760,3 +760,28 @@ def test_random_workload_matches_a_model_and_the_durus_reader(ops: list) -> None
         assert contents(s) == model
         assert durus_reader_view(disk.read_file(SIM)) == model
     s.close()
+
+
+def test_a_failed_directory_fsync_after_the_pack_rename_loses_no_commit() -> None:
+    """The packed file already has the storage's name: commits must go to it, durably."""
+    disk = FaultyDisk()
+    s = FileStorage2(SIM, file_system=disk)
+    commit(s, rec(0, 1), rec(1), rec(2))  # oid 2 is garbage
+    probe_disk = FaultyDisk(disk.image())
+    probe = FileStorage2(SIM, file_system=probe_disk)
+    fsyncs_before = probe_disk.fsync_calls
+    probe.pack()
+    last_fsync_of_pack = probe_disk.fsync_calls - fsyncs_before - 1  # the directory fsync
+    probe.close()
+    disk.fail_fsync(after_calls=last_fsync_of_pack)
+    s.pack()  # renamed, not yet durable: logged; the next commit's fsync retries it
+    assert not disk.faults, "the fault did not fire"
+    commit(s, rec(3))  # acknowledged: every crash from now on must keep it
+    live = {ROOT_OID: rec(0, 1), oid(1): rec(1), oid(3): rec(3)}
+    for image in disk.crash_images():
+        reopened = FileStorage2(SIM, file_system=FaultyDisk(image))
+        found = contents(reopened)
+        reopened.close()
+        found.pop(oid(2), None)  # the failed pack may or may not have removed the garbage
+        assert found == live
+    s.close()
