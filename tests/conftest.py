@@ -3,8 +3,9 @@
 Profiles (select with the HYPOTHESIS_PROFILE environment variable):
 - ``ci`` (default): bounded and derandomized, so every CI run explores the
   same examples and a failure reproduces exactly;
-- ``thorough``: many more examples per test, random seeds; used by
-  ``nox -s stateful`` and ``nox -s crash``.
+- ``thorough``: many more examples per test, random seeds; used by ``nox -s crash``;
+- ``stateful``: 1,000 examples of up to 50 steps per machine, random seeds; used by
+  ``nox -s stateful`` (on two workers), sized to finish in tens of minutes.
 """
 
 from __future__ import annotations
@@ -35,6 +36,14 @@ settings.register_profile(
     "thorough",
     max_examples=2000,
     stateful_step_count=80,
+    deadline=None,
+    print_blob=True,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+settings.register_profile(
+    "stateful",
+    max_examples=1000,
+    stateful_step_count=50,
     deadline=None,
     print_blob=True,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
