@@ -26,6 +26,7 @@ from typing import Any
 
 from durus.record import pack_record, record_refs
 from durus.utils import ROOT_OID, int8_to_str, str_to_int8
+from tests.support.records import reachable
 
 MAX_OPTIONAL_FAILED_COMMITS = 6
 
@@ -36,20 +37,6 @@ class Commit:
     start_event: int  # disk event index when the commit began
     ack_event: int | None = None  # event index when end() returned; None: not acknowledged
     failed: bool = False  # end() raised
-
-
-def reachable(state: dict[bytes, bytes]) -> dict[bytes, bytes]:
-    """The records reachable from the root in ``state``."""
-    found: dict[bytes, bytes] = {}
-    stack = [ROOT_OID] if ROOT_OID in state else []
-    while stack:
-        oid = stack.pop()
-        if oid in found or oid not in state:
-            continue
-        found[oid] = state[oid]
-        stack.extend(record_refs(state[oid]))
-    assert set(found) <= set(state)
-    return found
 
 
 class Violation(AssertionError):

@@ -22,18 +22,7 @@ from durus.file_storage import FileStorage
 from durus.record import pack_record, record_refs
 from durus.storage import MemoryStorage
 from durus.utils import ROOT_OID, int8_to_str
-
-
-def reachable(records: dict[bytes, bytes]) -> set[bytes]:
-    seen: set[bytes] = set()
-    todo = [ROOT_OID] if ROOT_OID in records else []
-    while todo:
-        oid = todo.pop()
-        if oid in seen or oid not in records:
-            continue
-        seen.add(oid)
-        todo.extend(record_refs(records[oid]))
-    return seen
+from tests.support.records import reachable
 
 
 class FileStorageMachine(RuleBasedStateMachine):
@@ -102,7 +91,7 @@ class FileStorageMachine(RuleBasedStateMachine):
     @rule()
     def pack(self) -> None:
         before = set(self.model.records)
-        live = reachable(self.model.records)
+        live = set(reachable(self.model.records))
         self.storage.pack()
         for oid in before - live:
             del self.model.records[oid]
@@ -124,7 +113,7 @@ class FileStorageMachine(RuleBasedStateMachine):
         for _step in packer:
             pass
         before = set(self.model.records)
-        live = reachable(self.model.records)
+        live = set(reachable(self.model.records))
         for gone in before - live:
             del self.model.records[gone]
         assert set(self.storage.sync()) == before - live

@@ -33,6 +33,7 @@ from durus.record import pack_record
 from durus.utils import ROOT_OID, int4_to_str, int8_to_str
 from tests.crash.crash_points import count
 from tests.support.faulty_disk import FaultyDisk, RandomChooser
+from tests.support.records import reachable
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 EXPECTED = json.loads((DATA / "expected.json").read_text())
@@ -706,19 +707,6 @@ def durus_reader_view(raw: bytes) -> dict[bytes, bytes]:
         length = int.from_bytes(raw[at : at + 4], "big")
         records[key] = raw[at + 4 : at + 4 + length]
     return records
-
-
-def reachable(records: dict[bytes, bytes]) -> dict[bytes, bytes]:
-    todo, seen = [ROOT_OID], set()
-    while todo:
-        current = todo.pop()
-        if current in seen or current not in records:
-            continue
-        seen.add(current)
-        record = records[current]
-        refs = record[12 + int.from_bytes(record[8:12], "big") :]
-        todo.extend(refs[i : i + 8] for i in range(0, len(refs), 8))
-    return {key: records[key] for key in seen}
 
 
 operations = st.lists(

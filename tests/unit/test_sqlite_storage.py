@@ -17,6 +17,7 @@ from durus.file import ReadOnlyFileError
 from durus.record import pack_record
 from durus.sqlite_storage import TABLE_SQL, SqliteStorage
 from durus.utils import ROOT_OID, int8_to_str
+from tests.support.records import reachable
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 EXPECTED = json.loads((DATA / "expected.json").read_text())
@@ -319,19 +320,6 @@ def test_connection_sees_the_standard_root(vector_e: Path) -> None:
     assert root["btree"][199] == 39601
     assert root["note"].title == "first" and root["pair"].left is root["note"]
     connection.storage.close()
-
-
-def reachable(records: dict[bytes, bytes]) -> dict[bytes, bytes]:
-    todo, seen = [ROOT_OID], set()
-    while todo:
-        current = todo.pop()
-        if current in seen or current not in records:
-            continue
-        seen.add(current)
-        record = records[current]
-        refs = record[12 + int.from_bytes(record[8:12], "big") :]
-        todo.extend(refs[i : i + 8] for i in range(0, len(refs), 8))
-    return {key: records[key] for key in seen}
 
 
 operations = st.lists(
