@@ -216,24 +216,30 @@ def test_bank_interleaved_loopback(
 # -- driver 2: a real server process, one thread per client ----------------------------
 
 
-def test_bank_threads_socket_server() -> None:
-    clients, transfers_each, accounts = 4, 25, 5
-    backend = socket_server()
+BANK_JOIN_TIMEOUT_S = 120.0
+
+
+def run_threaded_bank(backend: Backend, clients: int, transfers_each: int, accounts: int) -> None:
+    """Each client a thread doing random transfers with retries; then check the bank.
+
+    Closes the clients' storages and the backend, whatever happens.
+    """
+    connections: list[Connection] = []
+    log: list[Transfer] = []
+    errors: list[BaseException] = []
+
+    def work(connection: Connection, seed: int) -> None:
+        rng = random.Random(seed)
+        try:
+            for _ in range(transfers_each):
+                source, target = rng.sample(range(accounts), 2)
+                for _step in transfer_steps(connection, source, target, log):
+                    pass
+        except BaseException as error:  # reported by the main thread
+            errors.append(error)
+
     try:
         connections = open_bank(backend, accounts, clients)
-        log: list[Transfer] = []
-        errors: list[BaseException] = []
-
-        def work(connection: Connection, seed: int) -> None:
-            rng = random.Random(seed)
-            try:
-                for _ in range(transfers_each):
-                    source, target = rng.sample(range(accounts), 2)
-                    for _step in transfer_steps(connection, source, target, log):
-                        pass
-            except BaseException as error:  # reported by the main thread
-                errors.append(error)
-
         threads = [
             threading.Thread(target=work, args=(conn, seed))
             for seed, conn in enumerate(connections)
@@ -241,11 +247,16 @@ def test_bank_threads_socket_server() -> None:
         for thread in threads:
             thread.start()
         for thread in threads:
-            thread.join(timeout=120)
+            thread.join(timeout=BANK_JOIN_TIMEOUT_S)
+        assert not any(thread.is_alive() for thread in threads), "a bank client hung"
         assert not errors, errors
         assert len(log) == clients * transfers_each
         check_bank(connections[0], accounts, log)
+    finally:
         for connection in connections:
             connection.storage.close()
-    finally:
         backend.close()
+
+
+def test_bank_threads_socket_server() -> None:
+    run_threaded_bank(socket_server(), clients=4, transfers_each=25, accounts=5)

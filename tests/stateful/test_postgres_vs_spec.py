@@ -15,9 +15,7 @@ by tests/unit/test_postgres_storage.py.
 
 from __future__ import annotations
 
-import random
 import sys
-import threading
 from pathlib import Path
 
 import pytest
@@ -34,15 +32,11 @@ from spec_backends import Backend, oid_int  # noqa: E402
 from test_bank import (  # noqa: E402
     PAIR,
     PHASES,
-    Transfer,
-    check_bank,
-    open_bank,
     run_interleaved,
-    transfer_steps,
+    run_threaded_bank,
 )
 from test_clients_vs_spec import machine_for, run_machine, scaled  # noqa: E402
 
-from durus.connection import Connection  # noqa: E402
 from durus.postgres_storage import PostgresStorage  # noqa: E402
 from durus.storage import Storage  # noqa: E402
 from tests.support import postgres as postgres_support  # noqa: E402
@@ -51,7 +45,6 @@ postgres_dsn = postgres_support.postgres_dsn  # the session fixture
 new_schema_dsn = postgres_support.new_schema_dsn
 
 BASE_DSN: list[str] = []  # set by the tests from the session fixture
-BANK_JOIN_TIMEOUT_S = 120.0
 
 
 class PostgresBackend(Backend):
@@ -109,35 +102,4 @@ def test_bank_interleaved_postgres(
 
 def test_bank_eight_threads_postgres(base_dsn: str) -> None:
     """8 clients, each a thread with its own PostgresStorage (its own DB connection)."""
-    clients, transfers_each, accounts = 8, 25, 5
-    backend = postgres()
-    connections = open_bank(backend, accounts, clients)
-    log: list[Transfer] = []
-    errors: list[BaseException] = []
-
-    def work(connection: Connection, seed: int) -> None:
-        rng = random.Random(seed)
-        try:
-            for _ in range(transfers_each):
-                source, target = rng.sample(range(accounts), 2)
-                for _step in transfer_steps(connection, source, target, log):
-                    pass
-        except BaseException as error:  # reported by the main thread
-            errors.append(error)
-
-    threads = [
-        threading.Thread(target=work, args=(conn, seed)) for seed, conn in enumerate(connections)
-    ]
-    try:
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join(timeout=BANK_JOIN_TIMEOUT_S)
-        assert not any(thread.is_alive() for thread in threads), "a bank client hung"
-        assert not errors, errors
-        assert len(log) == clients * transfers_each
-        check_bank(connections[0], accounts, log)
-    finally:
-        for connection in connections:
-            connection.storage.close()
-        backend.close()
+    run_threaded_bank(postgres(), clients=8, transfers_each=25, accounts=5)
