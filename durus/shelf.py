@@ -46,10 +46,14 @@ file with intact bytes before that, or when it follows a zero-length
 transaction (an unpatched placeholder), and in both cases no valid transaction
 with records can be found after the last intact record that runs exactly to the
 end of the file (``_valid_data_follows``). Anything else is *damage*:
-``FileFormatError`` naming the file and offset, unless ``repair``. The search
-errs on the side of reporting: a torn final commit whose own object data happens
-to contain bytes forming a valid transaction that reaches the cut is reported as
-damage (an explicit error, repairable), never the other way round (silent loss).
+``FileFormatError`` naming the file and offset, unless ``repair``. After an
+unpatched placeholder, the search skips the claimed extent of an intact record
+header that runs past the end of the file (``_record_runs_past_end``): that is
+the record the commit was writing, and its own data may hold bytes that look
+like transactions (a stored database file, a backup). Where that header itself
+was lost (a zeroed sector) the bytes are the same as a wiped header in the
+middle of the log followed by valid data, and the search errs on the side of
+reporting: damage (an explicit error, repairable), never silent loss.
 
 The sidecar index
 -----------------
@@ -484,6 +488,28 @@ def _valid_data_follows(window: _Window, start: int, file_end: int, check_names:
     return False
 
 
+def _record_runs_past_end(window: _Window, start: int, file_end: int, check_names: bool) -> bool:
+    """True when an intact record header at ``start`` claims bytes past the end of the file.
+
+    After an unpatched placeholder that is the record our commit was writing when
+    it was cut: whatever lies inside its claimed extent is its own data (which
+    may itself hold bytes that look like transactions), so it is not searched
+    for valid data. Needs ``check_names`` (the name must repeat as the record oid).
+    """
+    header = window.get(start, _record_header.size)
+    if not check_names or len(header) < _record_header.size:
+        return False
+    m = _int8.unpack_from(header)[0]
+    if m < NAME_BYTES + RECORD_HEADER_BYTES or start + INT8_BYTES + m <= file_end:
+        return False
+    try:
+        _check_record_header(header, start, m, False)
+    except _Defect:
+        return False
+    assert start + INT8_BYTES + m > file_end
+    return True
+
+
 def _classify(
     result: ScanResult,
     window: _Window,
@@ -506,7 +532,12 @@ def _classify(
             search_start = defect.offset
         else:
             search_start = _record_run_end(window, position, result.file_end, check_names)
-        if _valid_data_follows(window, search_start, result.file_end, check_names):
+        torn_record = zero_run_start is not None and _record_runs_past_end(
+            window, search_start, result.file_end, check_names
+        )
+        if not torn_record and _valid_data_follows(
+            window, search_start, result.file_end, check_names
+        ):
             damaged_at = position if zero_run_start is None else zero_run_start
     if damaged_at is None:
         result.torn_tail = True

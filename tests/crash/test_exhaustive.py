@@ -18,6 +18,7 @@ import random
 import pytest
 from hypothesis import settings
 
+from durus.file_storage import FileFormatError
 from durus.record import pack_record
 from durus.utils import ROOT_OID, int8_to_str
 from tests.crash.crash_points import count
@@ -190,15 +191,8 @@ def _transaction_bytes(number: int) -> bytes:
     return int8_to_str(len(shelf_record)) + shelf_record
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="durus/shelf.py _valid_data_follows: a torn final commit whose object data "
-    "contains bytes that form a valid transaction is taken for damage followed by valid "
-    "data, so the open fails without repair=True",
-)
-def test_a_torn_commit_of_data_that_looks_like_a_transaction_opens_without_repair() -> None:
-    embedded = _transaction_bytes(7)
-    payload = b"user blob:" + embedded + b"more bytes after"
+def _torn_blob_commit(payload: bytes) -> tuple[Session, bytes, Write]:
+    """One durable root, then a commit of the root and a blob object cut before its fsync."""
     session = _run([{ROOT_OID: _root(1, [])}])
     durable = session.disk.read_file(PATH)
     session.history.commits.append(Commit({}, start_event=len(session.disk.events)))
@@ -209,8 +203,41 @@ def test_a_torn_commit_of_data_that_looks_like_a_transaction_opens_without_repai
     commit_records(storage, records)
     first_write = session.disk.events[session.history.commits[-1].start_event]
     assert isinstance(first_write, Write) and first_write.offset == len(durable)
+    return session, durable, first_write
+
+
+def test_a_torn_commit_of_data_that_looks_like_a_transaction_opens_without_repair() -> None:
+    embedded = _transaction_bytes(7)
+    session, durable, first_write = _torn_blob_commit(b"user blob:" + embedded + b"more")
     # The crash keeps the first write (placeholder and records, not yet fsynced) and
     # the file ends right after the embedded transaction: allowed by the fault model.
     cut = first_write.data.index(embedded) + len(embedded)
     image = {PATH: durable + first_write.data[:cut]}
     judge_image(image, session.history, session.history.commits[-1].start_event + 1)
+
+
+def test_a_torn_blob_commit_that_lost_its_record_header_is_reported_never_dropped() -> None:
+    """The one crash state SHELF-1's bytes cannot tell from damage (tests/crash/README.md).
+
+    The sector holding the blob record's header is lost (zeros) while a later
+    sector, inside the blob and holding a well-formed transaction that reaches
+    the cut, persisted: that looks exactly like a wiped transaction header in
+    the middle of the log followed by valid data. The open errs on the side of
+    an explicit, repairable error naming the offset; it never drops data silently.
+    """
+    embedded = _transaction_bytes(7)
+    session, durable, first_write = _torn_blob_commit(b"x" * 700 + embedded + b"more")
+    cut = first_write.data.index(embedded) + len(embedded)
+    torn = bytearray(first_write.data[:cut])
+    first_sector_end = 512 - len(durable)
+    assert 0 < first_sector_end < torn.index(embedded)
+    torn[:first_sector_end] = bytes(first_sector_end)
+    disk = FaultyDisk({PATH: durable + bytes(torn)})
+    with pytest.raises(FileFormatError, match=f"at byte {len(durable)}") as raised:
+        open_storage(disk)
+    assert raised.value.offset == len(durable)
+    repaired = open_storage(disk, repair=True)
+    try:
+        assert read_all_records(repaired) == session.history.state_of(range(1))
+    finally:
+        repaired.close()
