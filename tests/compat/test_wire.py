@@ -12,6 +12,7 @@ in ``finally`` blocks; every wait is bounded.
 from __future__ import annotations
 
 import contextlib
+import os
 import time
 
 import pytest
@@ -244,6 +245,21 @@ CHURN_ROUNDS = 15
 CHURN_OBJECTS = 30
 
 
+PACK_SETTLE_TIMEOUT_S = 30.0
+
+
+def _wait_for_packs_to_settle(path) -> None:
+    """Idle time for the server's incremental packs: half a second for the last one
+    to start, then until none is running. Both servers write ``<file>.pack`` in steps
+    between requests and rename it over the file (Durus 4.3 first renames the old
+    file to ``<file>.prepack`` and leaves it there); a loaded machine needs seconds.
+    """
+    time.sleep(0.5)
+    deadline = time.monotonic() + PACK_SETTLE_TIMEOUT_S
+    while os.path.exists(f"{path}.pack") and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
 @pytest.mark.parametrize("config", CONFIGS)
 def test_gcbytes_packs_between_commits(config, sides, tmp_path):
     """--gcbytes: packs start by themselves and run between the clients' commits."""
@@ -254,7 +270,7 @@ def test_gcbytes_packs_between_commits(config, sides, tmp_path):
             agent = a if round_number % 2 else b
             agent.call("abort")
             created.extend(agent.call("add_objects", key="churn", count=CHURN_OBJECTS))
-        time.sleep(0.5)  # idle time for the last pack steps
+        _wait_for_packs_to_settle(setup.path)
         dump = a.call("dump")
         assert_same_dump(dump, b.call("dump"), f"{config}: after churn")
         setup.quit_server()
