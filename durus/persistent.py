@@ -160,6 +160,11 @@ class PersistentBase:
     """The minimal persistent type: four ``_p_`` slots, no ``__dict__``, no weakrefs."""
 
     __slots__ = ("_p_status", "_p_serial", "_p_connection", "_p_oid")
+    # The slots' types, for type checkers (bare annotations make no class attribute).
+    _p_status: int
+    _p_serial: int
+    _p_connection: ConnectionBase | None
+    _p_oid: bytes | None
 
     def __new__(cls, *args: Any, **kwargs: Any) -> Any:
         obj = object.__new__(cls)
@@ -187,20 +192,34 @@ class PersistentBase:
 
     def __reduce_ex__(self, protocol: SupportsIndex) -> Any:
         """Pickle by class and ``__getstate__``; old protocols too go through ``__new__``."""
-        klass = real_class(self)
+        # Any: mypy takes ``klass.__reduce__`` for a method bound to the class
+        # object, not the function the class defines, and so reports the
+        # identity test below as always true.
+        klass: Any = real_class(self)
         if int(protocol) >= 2 or klass.__reduce__ is not object.__reduce__:
             return object.__reduce_ex__(self, protocol)
         return copyreg.__newobj__, (klass,), self.__getstate__()  # type: ignore[attr-defined]
 
 
-_status_get = PersistentBase._p_status.__get__  # type: ignore[attr-defined]
-_status_set = PersistentBase._p_status.__set__  # type: ignore[attr-defined]
-_serial_get = PersistentBase._p_serial.__get__  # type: ignore[attr-defined]
-_serial_set = PersistentBase._p_serial.__set__  # type: ignore[attr-defined]
-_connection_get = PersistentBase._p_connection.__get__  # type: ignore[attr-defined]
-_connection_set = PersistentBase._p_connection.__set__  # type: ignore[attr-defined]
-_oid_get = PersistentBase._p_oid.__get__  # type: ignore[attr-defined]
-_oid_set = PersistentBase._p_oid.__set__  # type: ignore[attr-defined]
+# The slot descriptors' bound methods: calling these skips the instance's class
+# (and so a twin's read hook). The annotations give mypy the slot types (the
+# class ``__dict__`` holds the very descriptors); they cost nothing at run time.
+_slot_descriptors = PersistentBase.__dict__
+_status_get: Callable[[object], int] = _slot_descriptors["_p_status"].__get__
+_status_set: Callable[[object, int], None] = _slot_descriptors["_p_status"].__set__
+_serial_get: Callable[[object], int] = _slot_descriptors["_p_serial"].__get__
+_serial_set: Callable[[object, int], None] = _slot_descriptors["_p_serial"].__set__
+_connection_get: Callable[[object], ConnectionBase | None] = _slot_descriptors[
+    "_p_connection"
+].__get__
+_connection_set: Callable[[object, ConnectionBase | None], None] = _slot_descriptors[
+    "_p_connection"
+].__set__
+# Any: the oid is None before the first commit and bytes after; durus.connection
+# calls this on stored objects only, which the type cannot say.
+_oid_get: Callable[[object], Any] = _slot_descriptors["_p_oid"].__get__
+_oid_set: Callable[[object, bytes | None], None] = _slot_descriptors["_p_oid"].__set__
+del _slot_descriptors
 
 
 _TRACKING_NAMES = frozenset(("_p_status", "_p_serial", "_p_connection"))
