@@ -334,6 +334,9 @@ class FileStorage2(Storage):
         self.invalid: set[bytes] = set()
         self.index: dict[bytes, int] = {}
         self.oid = -1
+        # Where a failed commit began, when cutting it away failed too: the next commit
+        # cuts there first (a commit appended after its bytes would be lost on open).
+        self.failed_commit_at: int | None = None
         self.fp = self._open_file(file, readonly, file_system)
         try:
             self._read_file(repair)
@@ -520,6 +523,8 @@ class FileStorage2(Storage):
 
     def _append_transaction(self, records: list[bytes]) -> dict[bytes, int]:
         """Write one transaction at the end of the file in the order the docstring proves."""
+        if self.failed_commit_at is not None:
+            self._cut_failed_commit(self.failed_commit_at)
         end = self.fp.size()
         pad = TERMINATOR if self.fsync and straddles_sector(end) else b""
         start = end + len(pad)
@@ -547,11 +552,18 @@ class FileStorage2(Storage):
         reached the disk before the error (say, only the last fsync failed).
         """
         try:
-            self.fp.truncate_at(end)
-            if self.fsync:
-                self.fp.fsync()
+            self._cut_failed_commit(end)
         except OSError:
+            self.failed_commit_at = end
             logger.error("%s: could not truncate a failed commit at %s", self, end)
+
+    def _cut_failed_commit(self, end: int) -> None:
+        """Truncate the file to ``end``, durably; OSError if that fails."""
+        self.fp.truncate_at(end)
+        if self.fsync:
+            self.fp.fsync()
+        self.failed_commit_at = None
+        assert self.fp.size() == end
 
     def sync(self) -> list[bytes]:
         """Oids removed by packs since the last call."""
@@ -660,6 +672,7 @@ class FileStorage2(Storage):
                 log(30, "%s: directory fsync after the pack failed (%s)", self, error)
         old_file, self.fp = self.fp, new_file
         old_file.close()
+        self.failed_commit_at = None  # its bytes stay behind in the old file
         self.invalid.update(oid for oid in self.index if oid not in new_index)
         self.index = new_index
         self.pack_extra = None
