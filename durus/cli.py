@@ -378,7 +378,7 @@ def open_storage_for_user(
     try:
         klass = import_class(storage_class) if storage_class else get_storage_class(file)
     except ValueError as exc:
-        raise UserError(f"{file}: {exc}") from None
+        raise UserError(f"{'--storage-class' if storage_class else file}: {exc}") from None
     except ImportError as exc:
         raise UserError(f"cannot import the storage class: {exc}") from None
     except OSError as exc:
@@ -758,6 +758,8 @@ ROOT_RACE_PAUSE_S = 0.2
 
 def _connection_for_user(connection_class: Any, storage: Any, cache_size: int) -> Any:
     """A Connection on ``storage``; failures close the storage and become a UserError."""
+    from pickle import UnpicklingError
+
     from durus.error import DurusError
 
     try:
@@ -768,8 +770,8 @@ def _connection_for_user(connection_class: Any, storage: Any, cache_size: int) -
         raise UserError(
             f"cannot load the root object: {describe_exception(exc)} ({hint})"
         ) from None
-    except (DurusError, OSError, ValueError, AssertionError) as exc:
-        storage.close()
+    except (DurusError, OSError, ValueError, AssertionError, UnpicklingError) as exc:
+        storage.close()  # UnpicklingError: a damaged root record
         message = f"cannot open a connection on {storage}: {describe_exception(exc)}"
         raise ConnectionFailed(message) from None
 
@@ -795,7 +797,7 @@ def _connect_with_root(
             if attempt + 1 == ROOT_RACE_ATTEMPTS:
                 raise
             time.sleep(ROOT_RACE_PAUSE_S)
-    raise AssertionError("unreachable: the last attempt returns or raises")
+    raise AssertionError("unreachable: the last attempt returns or raises")  # pragma: no cover
 
 
 def _client_parser() -> optparse.OptionParser:

@@ -280,7 +280,8 @@ class PostgresStorage(Storage):
     def load(self, oid: bytes) -> bytes:
         for record in self.bulk_load([oid]):
             return record
-        raise AssertionError("bulk_load of one oid yielded nothing")
+        # Unreachable: bulk_load yields one record per oid or raises.
+        raise AssertionError("bulk_load of one oid yielded nothing")  # pragma: no cover
 
     def bulk_load(self, oids: Iterable[bytes]) -> Iterator[bytes]:
         """The records of ``oids`` in order, read in one statement; invalid ones raise

@@ -240,7 +240,9 @@ class GroupWrite:
             failed_index, failed_client, store_error = failure
             self.refused.append((failed_client, store_error))
             del accepted[failed_index]
-        raise AssertionError("each attempt removes one member")
+        # Unreachable: each failed attempt removes a member, so one of the
+        # len(members) + 1 attempts has nothing left to fail.
+        raise AssertionError("each attempt removes one member")  # pragma: no cover
 
 
 def _discard_pending(storage: Any) -> None:
