@@ -130,8 +130,11 @@ class NotAShelfError(FileFormatError, AssertionError):
 
 
 def _describe(file: Any) -> str:
+    """The file as an error message names it: its name, else the caller's object."""
     name = getattr(file, "name", None) or getattr(file, "get_name", lambda: None)()
-    return repr(name) if name else repr(file)
+    if name:
+        return repr(name)
+    return repr(file.fileobj) if isinstance(file, _FileLikeReader) else repr(file)
 
 
 # ---------------------------------------------------------------------------
@@ -414,23 +417,32 @@ def scan_transactions(
     return result
 
 
-def _record_run_end(window: _Window, start: int, file_end: int, check_names: bool) -> int:
-    """Where a run of valid records starting at ``start`` (ignoring transactions) stops."""
+def _record_starts(window: _Window, start: int, file_end: int, check_names: bool) -> Iterator[int]:
+    """The starts of a run of valid records from ``start`` (ignoring transactions),
+    then the position where the run stops."""
     position = start
     while position < file_end:
+        yield position
         header = window.get(position, _record_header.size)
         if len(header) < _record_header.size:
-            return position
+            return
         m = _int8.unpack_from(header)[0]
         if m < NAME_BYTES + RECORD_HEADER_BYTES or position + INT8_BYTES + m > file_end:
-            return position
+            return
         if check_names:
             try:
                 _check_record_header(header, position, m, False)
             except _Defect:
-                return position
+                return
         position += INT8_BYTES + m
-    return position
+    yield position
+
+
+def _record_run_end(window: _Window, start: int, file_end: int, check_names: bool) -> int:
+    """Where a run of valid records starting at ``start`` (ignoring transactions) stops."""
+    *_, end = _record_starts(window, start, file_end, check_names)
+    assert start <= end
+    return end
 
 
 def _damage_after_placeholder(
@@ -444,11 +456,13 @@ def _damage_after_placeholder(
     (its records, then the next transactions) and a bad length after a real
     empty transaction (the data after its claimed end).
     """
-    records_end = _record_run_end(window, position, file_end, check_names)
-    if position < records_end < file_end and _parses_to_end(
-        window, records_end, file_end, check_names
-    ):
-        return position - INT8_BYTES
+    # The transactions after a zeroed length start at one of its record boundaries
+    # (with names checked, the run stops right there; without, it runs on through them).
+    for boundary in _record_starts(window, position, file_end, check_names):
+        if position < boundary < file_end and _parses_to_end(
+            window, boundary, file_end, check_names
+        ):
+            return position - INT8_BYTES
     claimed_end = defect.claimed_end
     if position < claimed_end < file_end and _parses_to_end(
         window, claimed_end, file_end, check_names

@@ -92,12 +92,6 @@ def test_an_unpatched_final_placeholder_is_dropped_without_name_checks() -> None
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="durus/shelf.py _classify: without check_names, a zeroed length field in the"
-    " middle of the log is taken for an unpatched placeholder and every later committed"
-    " transaction is dropped as a torn tail (a writable Shelf truncates them)",
-)
 def test_a_zeroed_length_in_the_middle_is_damage_without_name_checks() -> None:
     content = C_MULTI[:C_T3] + int8_to_str(0) + C_MULTI[C_T3 + 8 :]
     result = scan_transactions(io.BytesIO(content), 40, check_names=False)
@@ -359,11 +353,6 @@ def test_a_damaged_file_like_object_is_refused_and_closed() -> None:
     assert info.value.offset == 0 and stream.closed
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="durus/shelf.py _describe names the internal _FileLikeReader wrapper, not the"
-    " caller's file object, in errors about an unnamed file-like object",
-)
 def test_a_damaged_file_like_object_is_named_by_its_own_repr() -> None:
     stream = io.BytesIO(b"not a shelf at all, longer than the forty bytes of a new one")
     with pytest.raises(NotAShelfError, match="^<_io.BytesIO object at 0x[0-9a-f]+> is not a"):
