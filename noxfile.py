@@ -56,21 +56,32 @@ def lint(session: nox.Session) -> None:
     session.run("mypy", "durus")
 
 
+# The peers' versions are pinned so that runs on different days compare the same code;
+# ZEO 6.2 is the server release that goes with ZODB 6.4 (both tested together here).
 PEER_VENVS = {
     "peer-durus43": ["Durus==4.3"],
-    "peer-zodb": ["ZODB>=6", "ZEO>=6"],
+    "peer-zodb": ["ZODB==6.4", "ZEO==6.2"],
 }
 
 
 def ensure_peer_venvs(session: nox.Session) -> None:
-    """Make bench/venvs/<peer> with the peer installed, once; never in our own venv."""
-    import os
+    """Make bench/venvs/<peer> with the pinned peer packages; never in our own venv.
+
+    A venv is (re)filled when its record of installed pins (bench-pins.txt in the venv)
+    differs from PEER_VENVS, so a pin added later reaches venvs made before it.
+    """
+    from pathlib import Path
 
     for name, packages in PEER_VENVS.items():
-        python = os.path.join("bench", "venvs", name, "bin", "python")
-        if not os.path.exists(python):
-            session.run("python", "-m", "venv", os.path.join("bench", "venvs", name))
-            session.run(python, "-m", "pip", "install", "-q", *packages, external=True)
+        venv = Path("bench", "venvs", name)
+        python = venv / "bin" / "python"
+        record = venv / "bench-pins.txt"
+        wanted = "\n".join(packages) + "\n"
+        if not python.exists():
+            session.run("python", "-m", "venv", str(venv))
+        if not record.exists() or record.read_text() != wanted:
+            session.run(str(python), "-m", "pip", "install", "-q", *packages, external=True)
+            record.write_text(wanted)
 
 
 @nox.session

@@ -1,17 +1,20 @@
 """Server throughput: small commits per second from 1, 4 and 8 client processes.
 
 Compares this package's StorageServer on a FileStorage with fsync on (durable,
-group commit) and off, with Durus 4.3's server (``durus -s``, never fsyncs),
-each with its own clients (Durus 4.3's clients run under its venv's
-interpreter, from a working directory outside the repository, with ``-P``).
-Every writer process changes its own PersistentDict in a loop for a fixed
-time; one reader process meanwhile syncs and loads one hot object every 2 ms
-and reports the latency of that round trip. Prints a table; not a test,
-nothing here asserts a timing.
+group commit) and off, with Durus 4.3's server (``durus -s``, never fsyncs) and
+with ZEO's server (``runzeo`` on ZODB's FileStorage, one fsync per transaction),
+each with its own clients (peers' clients and servers run under their venvs'
+interpreters, from a working directory outside the repository, with ``-P``, so
+they never import this package). Every writer process changes its own
+persistent mapping in a loop for a fixed time; one reader process meanwhile
+syncs and loads one hot object (writer 0's) every 2 ms and reports the latency
+of that round trip. Prints a table; not a test, nothing here asserts a timing.
+bench/run.py calls ``measure`` to put the same figures in its table.
 
     python bench/server_bench.py [--seconds 3] [--clients 1,4,8] [--only ours-fsync,...]
 
-The same file is the worker: ``--role writer|reader|setup|server-ours``.
+The same file is the worker for Durus clients and our server:
+``--role writer|reader|setup|server-ours``; worker_zeo.py holds the ZEO clients.
 """
 
 from __future__ import annotations
@@ -30,6 +33,8 @@ from pathlib import Path
 
 BENCH = Path(__file__).resolve().parent
 PEER_PYTHON = BENCH / "venvs" / "peer-durus43" / "bin" / "python"
+ZODB_PYTHON = BENCH / "venvs" / "peer-zodb" / "bin" / "python"
+PEER_PYTHONS = {"durus43": PEER_PYTHON, "zeo": ZODB_PYTHON}  # kind -> its venv's interpreter
 START_DELAY_S = 1.5  # time for every worker to start and connect before the common start
 READ_PAUSE_S = 0.002
 WAIT_S = 30.0
@@ -43,7 +48,17 @@ CONFIGS = {
     "ours-fsync/43-clients": ("ours-fsync", "durus43"),
     "ours-nofsync/43-clients": ("ours-nofsync", "durus43"),
     "durus43/our-clients": ("durus43", "ours"),
+    "zeo": ("zeo", "zeo"),  # ZEO's runzeo on a FileStorage, ZODB clients
 }
+# which servers fsync every commit (or every group of commits)
+FSYNCS = {
+    "ours-fsync": True,
+    "ours-nofsync": False,
+    "ours-fsync-inline": True,
+    "durus43": False,
+    "zeo": True,
+}
+MAX_CLIENTS = 64
 
 
 # ---------------------------------------------------------------- worker roles
@@ -141,18 +156,32 @@ def free_port() -> int:
 
 
 def interpreter(kind: str) -> list[str]:
-    return [str(PEER_PYTHON) if kind == "durus43" else sys.executable, "-P"]
+    """The interpreter for clients or server of ``kind``: ours, or a peer's venv."""
+    python = PEER_PYTHONS.get(kind, Path(sys.executable))
+    return [str(python), "-P"]
 
 
 def worker(kind: str, *args: object) -> list[str]:
-    return [*interpreter(kind), str(Path(__file__).resolve()), *map(str, args)]
+    script = BENCH / "worker_zeo.py" if kind == "zeo" else Path(__file__).resolve()
+    return [*interpreter(kind), str(script), *map(str, args)]
+
+
+def missing_peers(configs: list[str]) -> list[str]:
+    """Peer interpreters that ``configs`` need and that are missing (nox -s bench makes them)."""
+    needed = {kind for config in configs for kind in CONFIGS[config]} & set(PEER_PYTHONS)
+    return sorted(str(PEER_PYTHONS[kind]) for kind in needed if not PEER_PYTHONS[kind].exists())
+
+
+def server_command(kind: str, path: str, port: int) -> list[str]:
+    if kind == "durus43":
+        return [*interpreter(kind), "-m", "durus", "-s", "--file", path, "--port", str(port)]
+    if kind == "zeo":
+        return [*interpreter(kind), "-m", "ZEO.runzeo", "-a", f"127.0.0.1:{port}", "-f", path]
+    return worker("ours", "--role", "server-ours", path, port, kind)
 
 
 def start_server(kind: str, path: str, port: int, cwd: str) -> subprocess.Popen[bytes]:
-    if kind == "durus43":
-        command = [*interpreter(kind), "-m", "durus", "-s", "--file", path, "--port", str(port)]
-    else:
-        command = worker("ours", "--role", "server-ours", path, port, kind)
+    command = server_command(kind, path, port)
     log = open(os.path.join(cwd, "server.log"), "wb")  # noqa: SIM115
     process = subprocess.Popen(command, cwd=cwd, stdout=subprocess.PIPE, stderr=log)
     log.close()
@@ -167,7 +196,12 @@ def start_server(kind: str, path: str, port: int, cwd: str) -> subprocess.Popen[
     raise RuntimeError(f"{kind} server did not start")
 
 
-def stop_server(process: subprocess.Popen[bytes], port: int) -> dict:
+def stop_server(kind: str, process: subprocess.Popen[bytes], port: int) -> dict:
+    """Stops the server (Durus: the quit command; ZEO: SIGTERM); its counters, if it has any."""
+    if kind == "zeo":
+        process.terminate()
+        process.communicate(timeout=WAIT_S)
+        return {}
     with socket.create_connection(("127.0.0.1", port), timeout=WAIT_S) as sock:
         sock.sendall(b"Q")
     out, _ = process.communicate(timeout=WAIT_S)
@@ -186,12 +220,26 @@ def run_json(commands: list[list[str]], cwd: str) -> list[dict]:
     return results
 
 
-def percentile(values: list[float], fraction: float) -> float:
+def percentile(values: list[float], fraction: float) -> float | None:
+    """The value below which ``fraction`` of ``values`` lie; None when there are none."""
+    assert 0.0 <= fraction <= 1.0, fraction
     ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))] if ordered else 0.0
+    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))] if ordered else None
 
 
-def measure(config: str, writers: int, seconds: float, with_reader: bool) -> dict:
+def milliseconds(value_s: float | None) -> float | None:
+    return None if value_s is None else value_s * 1e3
+
+
+def measure(config: str, writers: int, seconds: float, with_reader: bool = True) -> dict:
+    """One run: ``writers`` writer processes (and a reader) against a fresh server for ``seconds``.
+
+    Read latencies are None when the reader got no read through (a starved reader).
+    """
+    if config not in CONFIGS:
+        raise ValueError(f"unknown configuration {config!r}; known: {sorted(CONFIGS)}")
+    if not (0 < writers <= MAX_CLIENTS and seconds > 0):
+        raise ValueError(f"need 1..{MAX_CLIENTS} writers and seconds > 0: {writers}, {seconds}")
     server_kind, client_kind = CONFIGS[config]
     cwd = tempfile.mkdtemp(prefix="server_bench_")  # outside the repository
     port = free_port()
@@ -213,34 +261,41 @@ def measure(config: str, writers: int, seconds: float, with_reader: bool) -> dic
             written = results[:writers]
             read = results[writers] if with_reader else {"latencies_s": []}
         finally:
-            groups = stop_server(server, port)
+            groups = stop_server(server_kind, server, port)
     finally:
         shutil.rmtree(cwd, ignore_errors=True)
     commits = sum(w["commits"] for w in written)
     latencies_s = read["latencies_s"]
     ends = groups.get("ends")
-    return {
+    figures = {
         "config": config,
         "clients": writers,
+        "fsync": FSYNCS.get(server_kind),
         "commits_per_s": commits / seconds,
         "conflicts": sum(w["conflicts"] for w in written),
         "commits_per_end": (groups["commits"] / ends) if ends else None,
-        "read_p50_ms": percentile(latencies_s, 0.50) * 1e3,
-        "read_p99_ms": percentile(latencies_s, 0.99) * 1e3,
+        "read_p50_ms": milliseconds(percentile(latencies_s, 0.50)),
+        "read_p99_ms": milliseconds(percentile(latencies_s, 0.99)),
         "reads": len(latencies_s),
+        "reads_per_s": len(latencies_s) / seconds,
     }
+    assert figures["commits_per_s"] >= 0 and figures["reads"] >= 0
+    return figures
+
+
+def text(value: float | None, digits: int) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
 
 
 def print_table(rows: list[dict]) -> None:
-    header = f"{'server/clients':<24}{'clients':>8}{'commits/s':>11}{'commits/end':>13}"
-    print(header + f"{'read p50 ms':>13}{'read p99 ms':>13}{'conflicts':>11}")
+    header = f"{'server/clients':<24}{'fsync':>6}{'clients':>8}{'commits/s':>11}{'commits/end':>13}"
+    print(header + f"{'read p50 ms':>13}{'read p99 ms':>13}{'reads':>7}{'conflicts':>11}")
     for row in rows:
-        per_end = row["commits_per_end"]
-        per_end_text = f"{per_end:.1f}" if per_end is not None else "-"
         print(
-            f"{row['config']:<24}{row['clients']:>8}{row['commits_per_s']:>11.0f}"
-            f"{per_end_text:>13}{row['read_p50_ms']:>13.2f}{row['read_p99_ms']:>13.2f}"
-            f"{row['conflicts']:>11}"
+            f"{row['config']:<24}{'yes' if row['fsync'] else 'no':>6}{row['clients']:>8}"
+            f"{row['commits_per_s']:>11.0f}{text(row['commits_per_end'], 1):>13}"
+            f"{text(row['read_p50_ms'], 2):>13}{text(row['read_p99_ms'], 2):>13}"
+            f"{row['reads']:>7}{row['conflicts']:>11}"
         )
 
 
@@ -248,7 +303,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=3.0)
     parser.add_argument("--clients", default="1,4,8")
-    parser.add_argument("--only", default="ours-fsync,ours-nofsync,durus43")
+    parser.add_argument("--only", default="ours-fsync,ours-nofsync,durus43,zeo")
     parser.add_argument("--rounds", type=int, default=1, help="median of this many runs")
     parser.add_argument("--json", help="also write the rows to this file")
     parser.add_argument("--no-reader", action="store_true", help="writers only")
@@ -257,9 +312,9 @@ def main() -> None:
     unknown = set(configs) - set(CONFIGS)
     if unknown:
         parser.error(f"unknown configuration(s) {sorted(unknown)}; known: {sorted(CONFIGS)}")
-    if any(CONFIGS[c][0] == "durus43" or CONFIGS[c][1] == "durus43" for c in configs):
-        if not PEER_PYTHON.exists():
-            parser.error(f"{PEER_PYTHON} is missing (nox -s bench makes it)")
+    missing = missing_peers(configs)
+    if missing:
+        parser.error(f"missing peer interpreter(s) {missing} (nox -s bench makes them)")
     rows = []
     for writers in (int(n) for n in options.clients.split(",")):
         for config in configs:
