@@ -182,10 +182,9 @@ def coverage(session: nox.Session) -> None:
         "-q",
         "-p",
         "no:cacheprovider",
-        "--cov=durus",
-        "--cov-branch",
-        "--cov-report=term-missing",
-        "--cov-fail-under=95",
+        "-n",
+        "2",
+        "--cov",  # branch coverage of durus/, gate and report: pyproject.toml
         *session.posargs,
     )
 
