@@ -165,7 +165,7 @@ class FileStorage(Storage):
 
     def load(self, oid: bytes) -> bytes:
         self._check_open()
-        value = self.shelf.get_value(check_oid(oid))
+        value = self.shelf.get_value_read_ahead(check_oid(oid))
         if value is None:
             raise DurusKeyError(oid)
         if record_oid(value) != oid:

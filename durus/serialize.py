@@ -21,7 +21,7 @@ from __future__ import annotations
 import zlib
 from collections.abc import Callable, Iterator
 from io import BytesIO
-from pickle import Pickler, Unpickler
+from pickle import Pickler, Unpickler, UnpicklingError, loads
 from typing import Any
 
 from durus.persistent import (
@@ -78,8 +78,9 @@ class ObjectWriter:
         self.connection = connection
         self.objects_found: list[Any] = []
         self.refs: set[bytes] = set()
-        self.sio = BytesIO()
+        self.sio = BytesIO()  # the pickler's file; holds the latest dump
         self.pickler: _RecordPickler | None = _RecordPickler(self.sio, self)
+        self._class_pickles: dict[type, tuple[bytes, dict[int, Any]]] = {}
         self._new_objects_generated = False
 
     def _persistent_id(self, obj: Any) -> tuple[bytes, type]:
@@ -107,27 +108,49 @@ class ObjectWriter:
         yield from self.objects_found  # appended to while the caller serializes
 
     def get_state(self, obj: Any) -> tuple[bytes, bytes]:
-        """``(data, refs)`` of ``obj``: class pickle + (compressed) state pickle, sorted refs."""
+        """``(data, refs)`` of ``obj``: class pickle + (compressed) state pickle, sorted refs.
+
+        The class pickle and the memo it leaves (the class in slot 0, where the
+        state pickle refers to it) are made once per class and writer; each
+        record then only pickles its state, starting from a copy of that memo.
+        """
         pickler = self.pickler
         if pickler is None:
             raise RuntimeError("ObjectWriter used after close()")
-        sio = self.sio
-        sio.seek(0)
-        sio.truncate()
-        pickler.clear_memo()
+        klass = real_class(obj)
+        found = self._class_pickles.get(klass)
+        if found is None:
+            found = self._class_pickles[klass] = self._pickle_class(pickler, klass)
+        class_pickle, memo = found
         self.refs.clear()
-        pickler.dump(real_class(obj))
-        class_end = sio.tell()
-        pickler.dump(obj.__getstate__())
-        data = sio.getvalue()
-        assert data[class_end : class_end + 2] == b"\x80\x02"
+        pickler.memo = memo  # copied by the pickler: ``memo`` itself stays as it is
+        state_pickle = self._dump(pickler, obj.__getstate__())
+        assert state_pickle[:2] == b"\x80\x02"
         if WRITE_COMPRESSED_STATE_PICKLES:
-            data = data[:class_end] + zlib.compress(data[class_end:])
+            state_pickle = zlib.compress(state_pickle)
         self.refs.discard(_oid_get(obj))
         refs = b"".join(sorted(self.refs))
         self.refs.clear()
-        assert len(refs) % 8 == 0
-        return data, refs
+        assert len(refs) % 8 == 0 and class_pickle[-1:] == b"."
+        return class_pickle + state_pickle, refs
+
+    def _pickle_class(self, pickler: _RecordPickler, klass: type) -> tuple[bytes, dict[int, Any]]:
+        """The class pickle of ``klass`` and the pickler's memo right after it."""
+        pickler.clear_memo()
+        class_pickle = self._dump(pickler, klass)
+        memo: dict[int, Any] = pickler.memo.copy()
+        assert class_pickle[:2] == b"\x80\x02" and class_pickle[-1:] == b"."
+        return class_pickle, memo
+
+    def _dump(self, pickler: _RecordPickler, value: Any) -> bytes:
+        """The pickle of ``value`` (the memo carries over from earlier dumps)."""
+        sio = self.sio
+        sio.seek(0)
+        sio.truncate()
+        pickler.dump(value)
+        pickled = sio.getvalue()
+        assert pickled[-1:] == b"."
+        return pickled
 
     def close(self) -> None:
         """Break the pickler/writer reference cycle."""
@@ -192,7 +215,10 @@ class ObjectReader:
         Usual records skip unpickling the class pickle (slow: an import lookup
         each time): the class comes from a per-reader table, and the state
         pickle is read after ``_CLASS_MEMO_PREFIX``, which puts that class in
-        memo slot 0 where the state pickle may refer to it.
+        memo slot 0 where the state pickle may refer to it. A state pickle that
+        can refer to neither a persistent id nor that slot (the usual case for
+        objects without references, see ``_is_self_contained``) is read by
+        ``pickle.loads``, which costs a fraction of setting up an unpickler.
         """
         self.load_count += 1
         found = self._cached_class(data) if load else None
@@ -206,6 +232,11 @@ class ObjectReader:
                 return self._get_state_general(data, load)
         else:
             state_pickle = data[class_end:]
+        if _is_self_contained(state_pickle):
+            try:
+                return loads(state_pickle)
+            except UnpicklingError:
+                pass  # e.g. a text GET of slot 0, which pickle never writes at protocol 2
         loader = self._fast_load
         if loader is None:
             loader = self._fast_load = _FastPersistentLoad(self.connection)
@@ -255,6 +286,30 @@ class ObjectReader:
 
 # PROTO 2, BININT1 0, BINPERSID, BINPUT 0, POP: memo[0] = persistent_load(0), the class.
 _CLASS_MEMO_PREFIX = b"\x80\x02K\x00Qq\x000"
+
+# Bytes whose absence from a protocol-2 pickle rules out every opcode that needs
+# more than pickle.loads gives: the persistent id opcodes (PERSID "P", BINPERSID
+# "Q") and the binary reads of memo slot 0 (BINGET 0, LONG_BINGET 0), the slot
+# that the class pickle fills. An opcode's byte cannot be absent from the
+# stream, so when none of these occurs anywhere the pickle has no such opcode
+# (the converse does not hold: the bytes may sit inside data, and then the
+# unpickler is used as for any other pickle).
+_HOOK_BYTES = (b"Q", b"P", b"h\x00", b"j\x00\x00\x00\x00")
+
+
+def _is_self_contained(state_pickle: bytes) -> bool:
+    """True when ``state_pickle`` is protocol 2 and holds none of ``_HOOK_BYTES``
+    (spelled out: a generator over them would cost more than the searches)."""
+    return (
+        state_pickle[:2] == b"\x80\x02"
+        and b"Q" not in state_pickle
+        and b"P" not in state_pickle
+        and b"h\x00" not in state_pickle
+        and b"j\x00\x00\x00\x00" not in state_pickle
+    )
+
+
+assert not any(_is_self_contained(b"\x80\x02" + hook) for hook in _HOOK_BYTES)
 
 
 class _FastPersistentLoad:
