@@ -214,7 +214,8 @@ class File:
         self.has_lock = False
         self.position = 0
         self.raw: RawFile | None = None
-        # A directory whose fsync failed after a rename: fsync() owes it.
+        # A directory whose fsync failed after a rename (or that a caller marked):
+        # fsync() and sync_owed_directory() retry it.
         self.owed_directory_sync: str | None = None
         if name is None:
             if readonly:
@@ -327,9 +328,16 @@ class File:
         crash, so nothing written to it can be called durable before then.
         """
         self._open_raw().sync()
-        if self.owed_directory_sync is not None:
-            self.file_system.sync_directory(self.owed_directory_sync)
+        self.sync_owed_directory()
+
+    def sync_owed_directory(self) -> None:
+        """Retry the directory fsync that a rename (or a caller) still owes; raises
+        while it fails, and then still owes it."""
+        directory = self.owed_directory_sync
+        if directory is not None:
+            self.file_system.sync_directory(directory)
             self.owed_directory_sync = None
+        assert self.owed_directory_sync is None
 
     # Offset-based interface (what durus.shelf uses).
 

@@ -110,7 +110,6 @@ class FileStorage(Storage):
         self.allocated_unused_oids: set[bytes] = set()
         self.pack_extra: set[bytes] | None = None
         self.invalid: set[bytes] = set()
-        self._unsynced_directory: str | None = None  # a rename not yet made durable
         if isinstance(filename, (str, os.PathLike)):
             self._refuse_interrupted_pack(os.fspath(filename), readonly)
         self.shelf = Shelf(
@@ -229,7 +228,7 @@ class FileStorage(Storage):
         self.pending_records = {}
         if self.is_readonly():
             raise ReadOnlyFileError(f"{self} is read-only: cannot commit")
-        self._sync_directory_if_needed(self._file().file_system)
+        self._file().sync_owed_directory()  # a pack's rename lasts before anything new
         self.shelf.store(records.items())
         self.allocated_unused_oids.difference_update(records)
         if self.pack_extra is not None:
@@ -355,10 +354,6 @@ class FileStorage(Storage):
                 self,
                 error,
             )
-            self._unsynced_directory = directory
-            # This storage settles it itself, before its next write (even with fsync
-            # off), so the file need not retry it at its next fsync as well.
-            pack_file.owed_directory_sync = None
         old_shelf, self.shelf = self.shelf, new_shelf
         new_shelf.fsync = self.fsync
         old_shelf.get_file().close()  # not old_shelf.close(): no sidecar for a replaced file
@@ -368,20 +363,13 @@ class FileStorage(Storage):
         fs = pack_file.file_system
         if fs.exists(name + ".prepack"):
             fs.remove(name + ".prepack")
-            self._unsynced_directory = directory
-        self._sync_directory_if_needed(fs, quiet=True)
-
-    def _sync_directory_if_needed(self, fs: FileSystem, quiet: bool = False) -> None:
-        """Make an earlier rename durable (a commit is not acknowledged before this)."""
-        if self._unsynced_directory is None:
-            return
+            pack_file.owed_directory_sync = directory
         try:
-            fs.sync_directory(self._unsynced_directory)
+            # Owed after a failed rename or the removal above. If it fails again, end()
+            # retries it before the next commit writes anything, even with fsync off.
+            pack_file.sync_owed_directory()
         except OSError:
-            if not quiet:
-                raise
-            return
-        self._unsynced_directory = None
+            pass
 
     def _abandon_pack(self, pack_file: File | None) -> None:
         self.pack_extra = None
