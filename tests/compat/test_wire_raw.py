@@ -15,21 +15,13 @@ import socket
 import struct
 
 from tests.compat import harness
+from tests.support.records import oid, record
 
 RECV_LIMIT_BYTES = 1 << 20
 
 
 def int4(n: int) -> bytes:
     return struct.pack(">I", n)
-
-
-def oid(n: int) -> bytes:
-    return struct.pack(">Q", n)
-
-
-def record(n: int, data: bytes, refs: tuple[int, ...] = ()) -> bytes:
-    """An object record (FORMATS.md 2); servers never look inside ``data``."""
-    return oid(n) + int4(len(data)) + data + b"".join(oid(r) for r in refs)
 
 
 def tdata(*records: bytes) -> bytes:
@@ -94,7 +86,7 @@ def conversation(port: int) -> list[tuple[str, object]]:
         transcript.append(("x 32 new oids", x.read(256)))
         x.send(b"C")
         transcript.append(("x invalidations", x.read_oid_list()))
-        x.send(tdata(record(0, b"root-v1")))
+        x.send(tdata(record(0, data=b"root-v1")))
         transcript.append(("x commit status", x.read(1)))
 
         y = RawClient(port)
@@ -103,7 +95,7 @@ def conversation(port: int) -> list[tuple[str, object]]:
         transcript.append(("y version+load", y.read(4) + y.read_load_response()))
         x.send(b"C")
         transcript.append(("x invalidations 2", x.read_oid_list()))
-        x.send(tdata(record(0, b"root-v2", (1,)), record(1, b"child")))
+        x.send(tdata(record(0, 1, data=b"root-v2"), record(1, data=b"child")))
         transcript.append(("x commit 2", x.read(1)))
         y.send(b"L" + oid(0))
         transcript.append(("y load invalid root", y.read_load_response()))
@@ -120,7 +112,7 @@ def conversation(port: int) -> list[tuple[str, object]]:
         clients.append(z)
         z.send(b"V" + int4(1) + b"C")
         transcript.append(("z version+invalidations", (z.read(4), z.read_oid_list())))
-        z.send(tdata(record(33, b"stolen")))
+        z.send(tdata(record(33, data=b"stolen")))
         transcript.append(("z commit of x's unused oid is dropped", z.closed_by_server()))
 
         x.send(b"Z")

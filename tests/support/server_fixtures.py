@@ -4,10 +4,13 @@
 never depends on the ``durus`` command line) and waits, bounded, until it
 accepts connections. ``ThreadedServer`` runs a StorageServer in a thread of
 the test process. ``RawClient`` speaks protocol messages to a ServerCore
-in-process. ``LogCapture`` collects the ``durus`` logger's messages (it
-attaches its own handler, so it works even after the command line turned
-propagation off). ``make_tls_files`` makes a throw-away self-signed
-certificate with the ``openssl`` command; ``write_secret`` a secret file.
+in-process; ``committed`` is its commit that must succeed. ``LogCapture``
+collects the ``durus`` logger's messages (it attaches its own handler, so it
+works even after the command line turned propagation off). ``make_tls_files``
+makes a throw-away self-signed certificate with the ``openssl`` command;
+``write_secret`` a secret file. ``wait_until`` polls a condition (a server
+thread's state, say) until a bounded wait runs out. Every wait here is bounded,
+so a broken server fails a test and never hangs it.
 """
 
 from __future__ import annotations
@@ -20,40 +23,43 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from durus.protocol import (
+    STATUS_OKAY,
     ClientProtocol,
     Commit,
     CommitData,
+    CommitStatus,
     NeedData,
     Reply,
     Request,
     Version,
 )
-from durus.record import pack_record
 from durus.server_core import ServerCore
-from durus.utils import int8_to_str
+from tests.support.records import oid
 
 RUN_SERVER = Path(__file__).with_name("run_server.py")
 REPO_ROOT = Path(__file__).resolve().parents[2]
 WAIT_S = 10.0
 
 
-def oid(n: int) -> bytes:
-    return int8_to_str(n)
-
-
-def record(n: int, data: bytes = b"data", refs: tuple[int, ...] = ()) -> bytes:
-    """A well-formed object record for oid ``n``."""
-    return pack_record(oid(n), data, b"".join(oid(r) for r in refs))
-
-
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def wait_until(predicate: Callable[[], object], timeout_s: float = WAIT_S) -> bool:
+    """Poll ``predicate`` until it is true (True) or ``timeout_s`` has passed (False)."""
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.005)
+    return True
 
 
 class RawClient:
@@ -102,6 +108,12 @@ class RawClient:
     @property
     def closed(self) -> bool:
         return self.closed_reason is not None
+
+
+def committed(client: RawClient, items: dict[int, bytes]) -> None:
+    """A whole commit through ``client`` that must succeed."""
+    invalidations, status = client.commit(items)
+    assert status == CommitStatus(STATUS_OKAY), (invalidations, status)
 
 
 class ServerProcess:

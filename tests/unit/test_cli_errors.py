@@ -19,7 +19,6 @@ import signal
 import socket
 import sys
 import threading
-import time
 import types
 from collections.abc import Iterator
 from pathlib import Path
@@ -32,16 +31,17 @@ from durus.client_storage import ClientStorage
 from durus.connection import Connection
 from durus.file_storage import FileStorage
 from durus.persistent_dict import PersistentDict
-from durus.record import pack_record
 from durus.storage import MemoryStorage
 from durus.storage_server import wait_for_server
 from durus.utils import ROOT_OID
+from tests.support.records import commit, record
 from tests.support.server_fixtures import (
     WAIT_S,
     ThreadedServer,
     free_port,
     has_openssl,
     make_tls_files,
+    wait_until,
     write_secret,
 )
 
@@ -103,15 +103,6 @@ def root_items(path: Path) -> dict[str, Any]:
         return items
     finally:
         storage.close()
-
-
-def wait_until(predicate: Any, timeout_s: float = WAIT_S) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while not predicate():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.005)
-    return True
 
 
 # ---------------------------------------------------------------- option parsing
@@ -651,9 +642,7 @@ def test_console_when_the_root_class_cannot_be_imported(
 
 def damaged_root_storage() -> MemoryStorage:
     storage = MemoryStorage()
-    storage.begin()
-    storage.store(ROOT_OID, pack_record(ROOT_OID, b"not a pickle", b""))
-    storage.end()
+    commit(storage, record(0, data=b"not a pickle"))
     return storage
 
 
@@ -670,7 +659,7 @@ def test_console_on_a_damaged_root_record(
         assert wait_until(lambda: not server.server.connections)  # each attempt's was closed
     assert message.startswith(f"cannot open a connection on ClientStorage(127.0.0.1:{server.port})")
     assert "UnpicklingError" in message
-    assert storage.load(ROOT_OID) == pack_record(ROOT_OID, b"not a pickle", b"")
+    assert storage.load(ROOT_OID) == record(0, data=b"not a pickle")
 
 
 def test_configure_readline_without_readline_or_with_libedit(
@@ -681,7 +670,7 @@ def test_configure_readline_without_readline_or_with_libedit(
     calls: list[tuple[str, Any]] = []
     fake = types.ModuleType("readline", "libedit-based readline")
 
-    def record(name: str, result: Any = None) -> Any:
+    def recording(name: str, result: Any = None) -> Any:
         def call(*args: Any) -> Any:
             calls.append((name, args))
             if isinstance(result, BaseException):
@@ -690,11 +679,11 @@ def test_configure_readline_without_readline_or_with_libedit(
 
         return call
 
-    fake.set_completer = record("set_completer")  # type: ignore[attr-defined]
-    fake.parse_and_bind = record("parse_and_bind")  # type: ignore[attr-defined]
-    fake.set_history_length = record("set_history_length")  # type: ignore[attr-defined]
-    fake.read_history_file = record("read", PermissionError("unreadable"))  # type: ignore[attr-defined]
-    fake.write_history_file = record("write", PermissionError("unwritable"))  # type: ignore[attr-defined]
+    fake.set_completer = recording("set_completer")  # type: ignore[attr-defined]
+    fake.parse_and_bind = recording("parse_and_bind")  # type: ignore[attr-defined]
+    fake.set_history_length = recording("set_history_length")  # type: ignore[attr-defined]
+    fake.read_history_file = recording("read", PermissionError("unreadable"))  # type: ignore[attr-defined]
+    fake.write_history_file = recording("write", PermissionError("unwritable"))  # type: ignore[attr-defined]
     monkeypatch.setitem(sys.modules, "readline", fake)
     registered: list[tuple[Any, ...]] = []
     monkeypatch.setattr(cli.atexit, "register", lambda *args: registered.append(args))

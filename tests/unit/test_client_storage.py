@@ -40,7 +40,8 @@ from durus.protocol import (
 )
 from durus.server_core import LoopbackSocket, ServerCore
 from durus.storage import MemoryStorage
-from tests.support.server_fixtures import free_port, oid, record
+from tests.support.records import oid, record
+from tests.support.server_fixtures import free_port
 
 CAPTURE = Path(__file__).parents[1] / "data" / "protocol_capture.json"
 
@@ -251,7 +252,7 @@ def test_bulk_load_drains_every_reply_before_raising() -> None:
     a.end()
     assert sorted(b.sync()) == [oid(0), oid(1), oid(2)]
     a.begin()
-    a.store(oid(0), record(0, b"new"))
+    a.store(oid(0), record(0, data=b"new"))
     a.end()
     with pytest.raises(ReadConflictError):
         list(b.bulk_load([oid(0), oid(1), oid(9), oid(2)]))
@@ -346,7 +347,7 @@ def test_invalid_status_raises_write_conflict_and_returns_oids() -> None:
     a, b = make_conflict(core)
     b.begin()
     n = b.new_oid()
-    b.store(oid(0), record(0, b"stale"))  # b was told oid 0 is invalid, ignores it
+    b.store(oid(0), record(0, data=b"stale"))  # b was told oid 0 is invalid, ignores it
     b.store(n, record(int.from_bytes(n, "big")))
     with pytest.raises(WriteConflictError) as error:
         b.end(None)

@@ -19,6 +19,8 @@ from durus.protocol import int4
 from durus.server_core import LoopbackSocket, ServerCore
 from durus.socket_address import HostPortAddress
 from durus.storage import MemoryStorage
+from durus.utils import str_to_int8
+from tests.support.records import commit, record
 from tests.support.server_fixtures import (
     WAIT_S,
     ThreadedServer,
@@ -28,24 +30,16 @@ from tests.support.server_fixtures import (
 )
 
 
-def record_for(oid: bytes, data: bytes = b"data") -> bytes:
-    from durus.record import pack_record
-
-    return pack_record(oid, data, b"")
-
-
 def test_a_connection_lost_between_the_two_halves_of_a_commit_is_reported_once() -> None:
     storage = MemoryStorage()
     core = ServerCore(storage)
     writer = ClientStorage(socket=LoopbackSocket(core))
     other = ClientStorage(socket=LoopbackSocket(core))
     first = writer.new_oid()
-    writer.begin()
-    writer.store(first, record_for(first))
-    writer.end()
+    commit(writer, record(str_to_int8(first)))
     new = other.new_oid()
     other.begin()
-    other.store(new, record_for(new))
+    other.store(new, record(str_to_int8(new)))
     seen: list[list[bytes]] = []
 
     def handler(oids: list[bytes]) -> None:
@@ -58,7 +52,7 @@ def test_a_connection_lost_between_the_two_halves_of_a_commit_is_reported_once()
     with pytest.raises(ServerConnectionLost, match="during CommitData"):
         other.sync()  # every later call says the same, without touching the socket
     other.close()
-    assert dict(storage.gen_oid_record()) == {first: record_for(first)}
+    assert dict(storage.gen_oid_record()) == {first: record(str_to_int8(first))}
     writer.close()
 
 

@@ -25,18 +25,12 @@ from durus.file_storage import (
 from durus.record import pack_record
 from durus.shelf import EMPTY_SHELF, SIDECAR_SUFFIX, Shelf
 from durus.utils import ROOT_OID, int8_to_str, str_to_int8
+from tests.support.failing_fs import FailingFileSystem
+from tests.support.records import commit, oid, record
 
 DATA = Path(__file__).parent.parent / "data"
 EXPECTED = json.loads((DATA / "expected.json").read_text())
 SHELF_VECTORS = sorted(n for n, e in EXPECTED.items() if e.get("format") == "SHELF-1")
-
-
-def oid(n: int) -> bytes:
-    return int8_to_str(n)
-
-
-def record(n: int, data: bytes = b"data", refs: tuple[int, ...] = ()) -> bytes:
-    return pack_record(oid(n), data, b"".join(oid(r) for r in refs))
 
 
 def copy_vector(name: str, tmp_path: Path, target: str | None = None) -> str:
@@ -50,13 +44,6 @@ def value_at(content: bytes, position: int) -> bytes:
     """The object record of the shelf record at ``position``."""
     m = str_to_int8(content[position : position + 8])
     return content[position + 16 : position + 8 + m]
-
-
-def commit(storage: FileStorage, *records: bytes) -> None:
-    storage.begin()
-    for r in records:
-        storage.store(r[:8], r)
-    storage.end()
 
 
 def contents(storage: FileStorage) -> dict[bytes, bytes]:
@@ -166,7 +153,7 @@ def make_holes_2_5_7(path: str) -> None:
     oids = [storage.new_oid() for _ in range(11)]
     assert oids == [oid(i) for i in range(11)]
     live = [i for i in range(1, 11) if i not in (2, 5, 7)]
-    commit(storage, record(0, refs=tuple(live)), *[record(i) for i in range(1, 11)])
+    commit(storage, record(0, *live), *[record(i) for i in range(1, 11)])
     storage.close()
 
 
@@ -192,7 +179,7 @@ def test_invalidations_include_garbage_above_the_new_map(tmp_path: Path) -> None
     storage = FileStorage(str(tmp_path / "f"))
     for i in range(4):
         assert storage.new_oid() == oid(i)
-    commit(storage, record(0, refs=(1,)), record(1), record(2), record(3))
+    commit(storage, record(0, 1), record(1), record(2), record(3))
     storage.pack()  # map n = 3 (max_oid 1): hole 2; oid 3 lies above the map
     assert sorted(storage.sync()) == [oid(2), oid(3)]
     assert [str_to_int8(storage.new_oid()) for _ in range(2)] == [2, 3]
@@ -277,13 +264,13 @@ def test_read_only_storage_is_a_snapshot(tmp_path: Path) -> None:
     with pytest.raises(OSError, match='No ".*" found.'):
         FileStorage(path, readonly=True)
     writer = FileStorage(path)
-    commit(writer, record(0, b"one"))
+    commit(writer, record(0, data=b"one"))
     reader = FileStorage(path, readonly=True)
-    commit(writer, record(0, b"two"))
-    assert reader.load(ROOT_OID) == record(0, b"one")
+    commit(writer, record(0, data=b"two"))
+    assert reader.load(ROOT_OID) == record(0, data=b"one")
     assert list(reader.get_packer()) == []
     reader.begin()
-    reader.store(ROOT_OID, record(0, b"three"))
+    reader.store(ROOT_OID, record(0, data=b"three"))
     with pytest.raises(AssertionError):
         reader.end()
     reader.close()
@@ -395,61 +382,25 @@ def test_every_truncation_opens_to_a_prefix_state(tmp_path: Path) -> None:
 # --- durability and failed writes -------------------------------------------------------
 
 
-class FailingFileSystem(OsFileSystem):
-    """The real file system whose next write or sync can be made to fail."""
-
-    def __init__(self) -> None:
-        self.fail_next: str | None = None
-        self.partial_bytes = 0
-        self.calls: list[str] = []
-
-    def open(self, path: str, readonly: bool, create: bool) -> Any:
-        return FailingRaw(super().open(path, readonly, create), self)
-
-
-class FailingRaw:
-    def __init__(self, raw: Any, fs: FailingFileSystem) -> None:
-        self.raw = raw
-        self.fs = fs
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.raw, name)
-
-    def pwrite(self, data: bytes, offset: int) -> None:
-        self.fs.calls.append("write")
-        if self.fs.fail_next == "write":
-            self.fs.fail_next = None
-            self.raw.pwrite(data[: self.fs.partial_bytes], offset)
-            raise OSError(errno.ENOSPC, "No space left on device")
-        self.raw.pwrite(data, offset)
-
-    def sync(self) -> None:
-        self.fs.calls.append("sync")
-        if self.fs.fail_next == "sync":
-            self.fs.fail_next = None
-            raise OSError(errno.EIO, "I/O error")
-        self.raw.sync()
-
-
 @pytest.mark.parametrize("failure", ["write", "sync"])
 def test_failed_write_leaves_no_partial_transaction(tmp_path: Path, failure: str) -> None:
     fs = FailingFileSystem()
     path = tmp_path / "f"
     storage = FileStorage(str(path), file_system=fs)
-    commit(storage, record(0, b"first"))
+    commit(storage, record(0, data=b"first"))
     before = path.read_bytes()
-    fs.fail_next = failure
+    setattr(fs, f"fail_{failure}", True)
     fs.partial_bytes = 20
     storage.begin()
-    storage.store(ROOT_OID, record(0, b"second" * 100))
+    storage.store(ROOT_OID, record(0, data=b"second" * 100))
     with pytest.raises(OSError):
         storage.end()
     assert path.read_bytes() == before
-    assert storage.load(ROOT_OID) == record(0, b"first")
-    commit(storage, record(0, b"third"))
+    assert storage.load(ROOT_OID) == record(0, data=b"first")
+    commit(storage, record(0, data=b"third"))
     storage.close()
     reopened = FileStorage(str(path))
-    assert reopened.load(ROOT_OID) == record(0, b"third")
+    assert reopened.load(ROOT_OID) == record(0, data=b"third")
     reopened.close()
 
 
@@ -457,7 +408,7 @@ def test_commit_protocol_one_write_then_length(tmp_path: Path) -> None:
     fs = FailingFileSystem()
     storage = FileStorage(str(tmp_path / "f"), file_system=fs)
     fs.calls.clear()
-    commit(storage, record(0), record(0)[:0] or record(0, b"other"))
+    commit(storage, record(0), record(0)[:0] or record(0, data=b"other"))
     assert fs.calls == ["write", "sync", "write", "sync"]
     storage.close()
     fs = FailingFileSystem()
@@ -476,17 +427,17 @@ def test_pack_with_commits_interleaved(tmp_path: Path) -> None:
     storage = FileStorage(path)
     for _ in range(4):
         storage.new_oid()
-    commit(storage, record(0, refs=(1, 2)), record(1), record(2), record(3))
+    commit(storage, record(0, 1, 2), record(1), record(2), record(3))
     packer = storage.get_packer()
     steps = [next(packer)]
     assert steps[0].startswith("started")
     new = storage.new_oid()
-    commit(storage, record(0, b"root2", refs=(1, 2, str_to_int8(new))), record(str_to_int8(new)))
+    commit(storage, record(0, 1, 2, str_to_int8(new), data=b"root2"), record(str_to_int8(new)))
     assert list(storage.get_packer()) == []  # a pack is already running
     steps.extend(packer)
     assert steps[-1].startswith("finished") and storage.pack_extra is None
     assert any(isinstance(s, str) and s.startswith("base written") for s in steps)
-    assert storage.load(ROOT_OID) == record(0, b"root2", refs=(1, 2, str_to_int8(new)))
+    assert storage.load(ROOT_OID) == record(0, 1, 2, str_to_int8(new), data=b"root2")
     assert storage.load(new) == record(str_to_int8(new))
     assert storage.sync() == [oid(3)]
     storage.close()
@@ -517,10 +468,10 @@ def test_failed_pack_resets_state(tmp_path: Path) -> None:
     with pytest.raises(PermissionError):
         storage.pack()
     assert storage.pack_extra is None
-    commit(storage, record(0, b"after"))
+    commit(storage, record(0, data=b"after"))
     storage.file_system = None
     storage.pack()
-    assert storage.load(ROOT_OID) == record(0, b"after")
+    assert storage.load(ROOT_OID) == record(0, data=b"after")
     storage.close()
 
 
@@ -556,7 +507,7 @@ def test_commit_after_pack_goes_to_the_new_file(tmp_path: Path) -> None:
     storage.sync()
     new = storage.new_oid()
     assert new == oid(1)
-    commit(storage, record(0, refs=(1, 2)), record(1))
+    commit(storage, record(0, 1, 2), record(1))
     storage.close()
     reopened = FileStorage(path, readonly=True)
     assert reopened.load(oid(1)) == record(1)
@@ -673,10 +624,10 @@ def test_sidecar_written_on_close_and_used_on_open(tmp_path: Path, sidecar_alway
     assert len(storage.shelf.index.base) == 50 and not storage.shelf.index.recent
     assert contents(storage) == scanned_contents(path)
     assert [str_to_int8(storage.new_oid()) for _ in range(2)] == [50, 51]
-    commit(storage, record(0, b"changed"), record(50))
+    commit(storage, record(0, data=b"changed"), record(50))
     storage.close()
     reopened = FileStorage(str(path), readonly=True)
-    assert reopened.load(ROOT_OID) == record(0, b"changed") and reopened.load(oid(50))
+    assert reopened.load(ROOT_OID) == record(0, data=b"changed") and reopened.load(oid(50))
     assert contents(reopened) == scanned_contents(path)
     reopened.close()
 
@@ -698,10 +649,10 @@ def test_sidecar_older_than_the_file_is_completed_by_scanning(
     path = tmp_path / "f"
     make_committed(path, 20)
     storage = FileStorage(str(path), fsync=False)
-    commit(storage, record(0, b"later"))
+    commit(storage, record(0, data=b"later"))
     storage.shelf.get_file().close()  # as if the process died: no new sidecar
     reopened = FileStorage(str(path), readonly=True)
-    assert reopened.shelf.index.base and reopened.load(ROOT_OID) == record(0, b"later")
+    assert reopened.shelf.index.base and reopened.load(ROOT_OID) == record(0, data=b"later")
     assert contents(reopened) == scanned_contents(path)
     reopened.close()
 
@@ -722,7 +673,7 @@ def test_stale_or_damaged_sidecar_is_ignored(
         path.unlink()
         make_committed(path, 29)
         storage = FileStorage(str(path), fsync=False)
-        commit(storage, record(0, b"other root, same size"[:2]))
+        commit(storage, record(0, data=b"other root, same size"[:2]))
         storage.shelf.get_file().close()
         sidecar.write_bytes(saved)
     else:
@@ -778,13 +729,13 @@ def test_failed_directory_fsync_after_pack_is_retried_before_the_next_commit(
     assert storage.get_filename() == path and not os.path.exists(path + ".pack")
     fs.failures = 1
     storage.begin()
-    storage.store(ROOT_OID, record(0, b"not acknowledged"))
+    storage.store(ROOT_OID, record(0, data=b"not acknowledged"))
     with pytest.raises(OSError):
         storage.end()  # the directory is still not durable: nothing is acknowledged
     syncs = fs.directory_syncs
-    commit(storage, record(0, b"acknowledged"))
+    commit(storage, record(0, data=b"acknowledged"))
     assert fs.directory_syncs == syncs + 1
     storage.close()
     reopened = FileStorage(path, readonly=True)
-    assert reopened.load(ROOT_OID) == record(0, b"acknowledged")
+    assert reopened.load(ROOT_OID) == record(0, data=b"acknowledged")
     reopened.close()

@@ -33,26 +33,11 @@ from durus.record import pack_record
 from durus.utils import ROOT_OID, int4_to_str, int8_to_str
 from tests.crash.crash_points import count
 from tests.support.faulty_disk import FaultyDisk, RandomChooser
-from tests.support.records import reachable
+from tests.support.records import commit, oid, reachable, record
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 EXPECTED = json.loads((DATA / "expected.json").read_text())
 SIM = "/sim/db"
-
-
-def oid(n: int) -> bytes:
-    return int8_to_str(n)
-
-
-def rec(n: int, *refs: int, data: bytes = b"data") -> bytes:
-    return pack_record(oid(n), data, b"".join(oid(r) for r in refs))
-
-
-def commit(storage: FileStorage2, *records: bytes) -> None:
-    storage.begin()
-    for record in records:
-        storage.store(record[:8], record)
-    storage.end()
 
 
 def contents(storage: FileStorage2) -> dict[bytes, bytes]:
@@ -135,13 +120,13 @@ class TestVectorD:
         path = copy_of("dfs20_d_packed.durus")
         s = FileStorage2(path)
         new = s.new_oid()
-        commit(s, rec(0, 20), pack_record(new, b"new", b""))
+        commit(s, record(0, 20), pack_record(new, b"new", b""))
         s.close()
         s = FileStorage2(path)
-        assert s.load(ROOT_OID) == rec(0, 20) and s.load(new) == pack_record(new, b"new", b"")
+        assert s.load(ROOT_OID) == record(0, 20) and s.load(new) == pack_record(new, b"new", b"")
         s.pack()
         assert sorted(s.sync()) == [oid(n) for n in range(1, 20)]
-        assert contents(s) == {ROOT_OID: rec(0, 20), new: pack_record(new, b"new", b"")}
+        assert contents(s) == {ROOT_OID: record(0, 20), new: pack_record(new, b"new", b"")}
         s.close()
 
     @pytest.mark.parametrize("name", ["dfs20_d.durus", "dfs20_d_packed.durus"])
@@ -174,9 +159,9 @@ class TestCodecs:
         )
 
     def test_transaction_encoding(self) -> None:
-        transaction, positions = encode_transaction([rec(0), rec(1)], 100)
+        transaction, positions = encode_transaction([record(0), record(1)], 100)
         assert transaction == b"".join(
-            [int4_to_str(16), rec(0), int4_to_str(16), rec(1), int4_to_str(0)]
+            [int4_to_str(16), record(0), int4_to_str(16), record(1), int4_to_str(0)]
         )
         assert positions == {oid(0): 100, oid(1): 120}
         assert encode_transaction([], 7) == (int4_to_str(0), {})
@@ -234,11 +219,11 @@ class TestCommits:
         s = FileStorage2(str(path))
         assert path.read_bytes() == NEW_FILE_BYTES
         assert [s.new_oid(), s.new_oid()] == [ROOT_OID, oid(1)]
-        commit(s, rec(0, 1), rec(1))
-        commit(s, rec(1, data=b"again"))
+        commit(s, record(0, 1), record(1))
+        commit(s, record(1, data=b"again"))
         s.close()
         s = FileStorage2(path)
-        assert contents(s) == {ROOT_OID: rec(0, 1), oid(1): rec(1, data=b"again")}
+        assert contents(s) == {ROOT_OID: record(0, 1), oid(1): record(1, data=b"again")}
         assert s.new_oid() == oid(2)
         with pytest.raises(DurusKeyError):
             s.load(oid(9))
@@ -249,21 +234,25 @@ class TestCommits:
     def test_wart_19_begin_discards_pending_records(self, tmp_path: Path) -> None:
         path = tmp_path / "w19"
         s = FileStorage2(path)
-        commit(s, rec(0, data=b"kept"))
+        commit(s, record(0, data=b"kept"))
         s.begin()
-        s.store(ROOT_OID, rec(0, data=b"aborted"))  # a commit that then fails
+        s.store(ROOT_OID, record(0, data=b"aborted"))  # a commit that then fails
         s.begin()
-        s.store(oid(1), rec(1))
+        s.store(oid(1), record(1))
         s.end()
         s.close()
         s = FileStorage2(path)
-        assert s.load(ROOT_OID) == rec(0, data=b"kept")
+        assert s.load(ROOT_OID) == record(0, data=b"kept")
         s.close()
 
     def test_store_validates_records(self, sim_storage) -> None:
         _disk, s = sim_storage
         s.begin()
-        for bad_oid, bad_record in [(ROOT_OID, rec(1)), (ROOT_OID, b"junk"), (b"short", rec(0))]:
+        for bad_oid, bad_record in [
+            (ROOT_OID, record(1)),
+            (ROOT_OID, b"junk"),
+            (b"short", record(0)),
+        ]:
             with pytest.raises(ValueError):
                 s.store(bad_oid, bad_record)
         assert s.pending_records == {}
@@ -277,65 +266,65 @@ class TestCommits:
 
     def test_commit_write_order(self, sim_storage) -> None:
         disk, s = sim_storage
-        commit(s, rec(0))
+        commit(s, record(0))
         kinds = [type(e).__name__ for e in disk.events]
         assert kinds[-6:] == ["Write", "FileSync", "Write", "FileSync", "Write", "FileSync"]
         assert disk.events[-6].data == IN_PROGRESS_MARKER
-        assert disk.events[-2].data == int4_to_str(len(rec(0)))
+        assert disk.events[-2].data == int4_to_str(len(record(0)))
 
     def test_padding_keeps_the_commit_field_inside_one_sector(self, sim_storage) -> None:
         disk, s = sim_storage
         filler = 510 - len(NEW_FILE_BYTES) - 4 - 4  # next transaction starts at 510
-        commit(s, rec(1, data=b"f" * (filler - 12)))
+        commit(s, record(1, data=b"f" * (filler - 12)))
         assert disk.size(SIM) == 510
-        commit(s, rec(0))
+        commit(s, record(0))
         assert disk.read_file(SIM)[510:514] == int4_to_str(0)  # an empty transaction
         assert s.index[ROOT_OID] == 514
         s.close()
         again = FileStorage2(SIM, file_system=disk)
-        assert again.load(ROOT_OID) == rec(0)
+        assert again.load(ROOT_OID) == record(0)
         again.close()
 
     def test_fsync_false_is_one_write(self) -> None:
         disk = FaultyDisk()
         s = FileStorage2(SIM, file_system=disk, fsync=False)
         events = len(disk.events)
-        commit(s, rec(0), rec(1))
+        commit(s, record(0), record(1))
         assert [type(e).__name__ for e in disk.events[events:]] == ["Write"]
         s.close()
 
     def test_failed_write_leaves_the_file_as_it_was(self, sim_storage) -> None:
         disk, s = sim_storage
-        commit(s, rec(0))
+        commit(s, record(0))
         before = disk.read_file(SIM)
         disk.fail_write(after_calls=1, partial_bytes=5)
         s.begin()
-        s.store(oid(1), rec(1))
+        s.store(oid(1), record(1))
         with pytest.raises(OSError):
             s.end()
         assert disk.read_file(SIM) == before
-        commit(s, rec(2))
-        assert contents(s) == {ROOT_OID: rec(0), oid(2): rec(2)}
+        commit(s, record(2))
+        assert contents(s) == {ROOT_OID: record(0), oid(2): record(2)}
 
     @pytest.mark.parametrize("failing_fsync", [0, 1, 2])
     def test_a_failed_fsync_never_lets_the_commit_come_back(self, failing_fsync: int) -> None:
         disk = FaultyDisk()
         s = FileStorage2(SIM, file_system=disk)
-        commit(s, rec(0))
+        commit(s, record(0))
         disk.fail_fsync(after_calls=failing_fsync)
         s.begin()
-        s.store(oid(1), rec(1))
+        s.store(oid(1), record(1))
         with pytest.raises(OSError):
             s.end()
         for image in disk.crash_images():
             reopened = FileStorage2(SIM, file_system=FaultyDisk(image))
-            assert contents(reopened) == {ROOT_OID: rec(0)}
+            assert contents(reopened) == {ROOT_OID: record(0)}
             reopened.close()
-        assert contents(s) == {ROOT_OID: rec(0)}
+        assert contents(s) == {ROOT_OID: record(0)}
 
     def test_gen_oid_record(self, sim_storage) -> None:
         _disk, s = sim_storage
-        commit(s, rec(0, 2), rec(1), rec(2))
+        commit(s, record(0, 2), record(1), record(2))
         assert list(contents(s)) == [ROOT_OID, oid(1), oid(2)]
         assert [o for o, _ in s.gen_oid_record(ROOT_OID)] == [ROOT_OID, oid(2)]
 
@@ -348,10 +337,10 @@ class TestCommits:
     def test_temporary_storage(self) -> None:
         s = FileStorage2()
         assert s.is_temporary()
-        commit(s, rec(0))
+        commit(s, record(0))
         assert list(s.get_packer()) == []
-        s.create_from_records([(oid(3), rec(3))])
-        assert contents(s) == {oid(3): rec(3)}
+        s.create_from_records([(oid(3), record(3))])
+        assert contents(s) == {oid(3): record(3)}
         name = s.get_filename()
         s.close()
         assert not Path(name).exists()
@@ -363,13 +352,13 @@ class TestLockingAndReadOnly:
     def test_second_writer_is_refused_reader_is_not(self, tmp_path: Path) -> None:
         path = tmp_path / "locked"
         writer = FileStorage2(path)
-        commit(writer, rec(0))
+        commit(writer, record(0))
         with pytest.raises(BlockingIOError):
             FileStorage2(path)
         reader = FileStorage2(path, readonly=True)
-        assert reader.load(ROOT_OID) == rec(0) and reader.is_readonly()
+        assert reader.load(ROOT_OID) == record(0) and reader.is_readonly()
         reader.begin()
-        reader.store(ROOT_OID, rec(0, data=b"x"))
+        reader.store(ROOT_OID, record(0, data=b"x"))
         with pytest.raises(ReadOnlyFileError):
             reader.end()
         assert list(reader.get_packer()) == []
@@ -387,16 +376,16 @@ class TestLockingAndReadOnly:
         with pytest.raises(AssertionError):
             FileStorage2(f, readonly=True)
         s = FileStorage2(f)
-        commit(s, rec(0))
+        commit(s, record(0))
         assert s.fp is f
         s.close()
         reader = FileStorage2(File(str(tmp_path / "f"), readonly=True), readonly=True)
-        assert reader.load(ROOT_OID) == rec(0) and reader.is_readonly()
+        assert reader.load(ROOT_OID) == record(0) and reader.is_readonly()
         reader.close()
 
     def test_load_checks_the_record_it_finds(self, sim_storage) -> None:
         _disk, s = sim_storage
-        commit(s, rec(0), rec(1))
+        commit(s, record(0), record(1))
         s.index[ROOT_OID] = s.index[oid(1)]  # as if the file had changed underneath
         with pytest.raises(FileFormatError, match="not there"):
             s.load(ROOT_OID)
@@ -412,12 +401,12 @@ class TestLockingAndReadOnly:
 class TestPack:
     def test_wart_21_removed_record_is_a_durus_key_error(self, sim_storage) -> None:
         _disk, s = sim_storage
-        commit(s, rec(0, 1), rec(1, 3), rec(2), rec(3), rec(4, 2))
+        commit(s, record(0, 1), record(1, 3), record(2), record(3), record(4, 2))
         s.pack()
         assert sorted(s.sync()) == [oid(2), oid(4)] and s.sync() == []
         with pytest.raises(DurusKeyError):
             s.load(oid(2))
-        assert contents(s) == {ROOT_OID: rec(0, 1), oid(1): rec(1, 3), oid(3): rec(3)}
+        assert contents(s) == {ROOT_OID: record(0, 1), oid(1): record(1, 3), oid(3): record(3)}
         assert s.new_oid() == oid(5)  # holes are never reused
 
     def test_wart_21_ghost_of_a_packed_away_object_is_a_read_conflict(self, tmp_path: Path) -> None:
@@ -442,29 +431,29 @@ class TestPack:
 
     def test_pack_order_is_by_old_file_position(self, sim_storage) -> None:
         _disk, s = sim_storage
-        commit(s, rec(0, 2, 3), rec(1), rec(3))
-        commit(s, rec(2, 1))  # oid 2 is now newer than oid 3
+        commit(s, record(0, 2, 3), record(1), record(3))
+        commit(s, record(2, 1))  # oid 2 is now newer than oid 3
         s.pack()
         assert sorted(s.index, key=s.index.__getitem__) == [oid(0), oid(3), oid(2), oid(1)]
 
     def test_commit_during_pack_is_kept(self, sim_storage) -> None:
         _disk, s = sim_storage
-        commit(s, rec(0, *range(1, 60)), *(rec(n) for n in range(1, 60)))
+        commit(s, record(0, *range(1, 60)), *(record(n) for n in range(1, 60)))
         packer = s.get_packer()
         assert next(packer) is None
         assert list(s.get_packer()) == []  # one pack at a time
         new = s.new_oid()
-        commit(s, rec(0, 1, 60), rec(60, data=b"during"))
+        commit(s, record(0, 1, 60), record(60, data=b"during"))
         list(packer)
         assert s.pack_extra is None
         live = contents(s)
-        assert live[oid(60)] == rec(60, data=b"during") and live[ROOT_OID] == rec(0, 1, 60)
+        assert live[oid(60)] == record(60, data=b"during") and live[ROOT_OID] == record(0, 1, 60)
         assert new == oid(60)
         s.close()
 
     def test_a_packer_never_started_blocks_nothing(self, sim_storage) -> None:
         _disk, s = sim_storage
-        commit(s, rec(0), rec(1))
+        commit(s, record(0), record(1))
         unused = s.get_packer()
         s.pack()
         assert s.sync() == [oid(1)] and s.pack_extra is None
@@ -473,12 +462,12 @@ class TestPack:
     def test_no_pack_while_records_are_pending(self, sim_storage) -> None:
         _disk, s = sim_storage
         s.begin()
-        s.store(ROOT_OID, rec(0))
+        s.store(ROOT_OID, record(0))
         assert list(s.get_packer()) == []
 
     def test_a_failed_pack_resets_and_removes_the_pack_file(self, sim_storage) -> None:
         disk, s = sim_storage
-        commit(s, rec(0), rec(1))
+        commit(s, record(0), record(1))
         disk.fail_fsync()
         with pytest.raises(OSError):
             s.pack()
@@ -491,7 +480,7 @@ class TestPack:
         FileStorage2(path).close()
         path.with_name("db.prepack").write_bytes(b"old")
         s = FileStorage2(path)
-        commit(s, rec(0))
+        commit(s, record(0))
         s.pack()
         s.close()
         assert not path.with_name("db.prepack").exists()
@@ -501,13 +490,13 @@ class TestPack:
 
     def test_create_from_records(self, sim_storage) -> None:
         disk, s = sim_storage
-        commit(s, rec(0), rec(27))
+        commit(s, record(0), record(27))
         s.create_from_records(shelf_a_records().items())
         assert contents(s) == shelf_a_records()
         assert s.new_oid() == oid(28)
         assert s.sync() == [oid(27)]
         with pytest.raises(ValueError):
-            s.create_from_records([(ROOT_OID, rec(1))])
+            s.create_from_records([(ROOT_OID, record(1))])
         assert contents(s) == shelf_a_records()
         assert not disk.exists(SIM + ".pack")
 
@@ -522,10 +511,10 @@ def two_transaction_file() -> tuple[bytes, list[dict[bytes, bytes]], list[int]]:
     s = FileStorage2(SIM, file_system=disk, fsync=False)
     states: list[dict[bytes, bytes]] = [{}]
     sizes = [disk.size(SIM)]
-    commit(s, rec(0, 1), rec(1, data=b"one"))
+    commit(s, record(0, 1), record(1, data=b"one"))
     states.append(contents(s))
     sizes.append(disk.size(SIM))
-    commit(s, rec(1, data=b"uno"), rec(2, data=b"two"))
+    commit(s, record(1, data=b"uno"), record(2, data=b"two"))
     states.append(contents(s))
     sizes.append(disk.size(SIM))
     s.close()
@@ -640,11 +629,11 @@ class TestCrashes:
     def test_a_crash_during_a_commit_leaves_it_whole_or_absent(self, filler_bytes: int) -> None:
         disk = FaultyDisk()
         s = FileStorage2(SIM, file_system=disk)
-        commit(s, rec(0, 1), rec(1, data=b"x" * filler_bytes))
+        commit(s, record(0, 1), record(1, data=b"x" * filler_bytes))
         before = contents(s)
         assert straddles_sector(disk.size(SIM)) == (filler_bytes == 427)
         start = disk.checkpoint()
-        commit(s, rec(0, 1, 2), rec(1, data=b"y" * 700), rec(2, data=b"z" * 50))
+        commit(s, record(0, 1, 2), record(1, data=b"y" * 700), record(2, data=b"z" * 50))
         after = contents(s)
         s.close()
         checked = 0
@@ -661,8 +650,8 @@ class TestCrashes:
     def test_a_crash_during_a_pack_loses_nothing(self) -> None:
         disk = FaultyDisk()
         s = FileStorage2(SIM, file_system=disk)
-        commit(s, rec(0, 1), rec(1, data=b"x" * 300), rec(2, data=b"garbage"))
-        live = {ROOT_OID: rec(0, 1), oid(1): rec(1, data=b"x" * 300)}
+        commit(s, record(0, 1), record(1, data=b"x" * 300), record(2, data=b"garbage"))
+        live = {ROOT_OID: record(0, 1), oid(1): record(1, data=b"x" * 300)}
         start = disk.checkpoint()
         s.pack()
         s.close()
@@ -734,7 +723,7 @@ def test_random_workload_matches_a_model_and_the_durus_reader(ops: list) -> None
     model: dict[bytes, bytes] = {}
     for op in ops:
         if op[0] == "commit":
-            records = [rec(n, *sorted(set(refs) - {n}), data=b"v" * op[2]) for n, refs in op[1]]
+            records = [record(n, *sorted(set(refs) - {n}), data=b"v" * op[2]) for n, refs in op[1]]
             commit(s, *records)
             model.update((record[:8], record) for record in records)
         elif op[0] == "pack":
@@ -754,7 +743,7 @@ def test_a_failed_directory_fsync_after_the_pack_rename_loses_no_commit() -> Non
     """The packed file already has the storage's name: commits must go to it, durably."""
     disk = FaultyDisk()
     s = FileStorage2(SIM, file_system=disk)
-    commit(s, rec(0, 1), rec(1), rec(2))  # oid 2 is garbage
+    commit(s, record(0, 1), record(1), record(2))  # oid 2 is garbage
     probe_disk = FaultyDisk(disk.image())
     probe = FileStorage2(SIM, file_system=probe_disk)
     fsyncs_before = probe_disk.fsync_calls
@@ -764,8 +753,8 @@ def test_a_failed_directory_fsync_after_the_pack_rename_loses_no_commit() -> Non
     disk.fail_fsync(after_calls=last_fsync_of_pack)
     s.pack()  # renamed, not yet durable: logged; the next commit's fsync retries it
     assert not disk.faults, "the fault did not fire"
-    commit(s, rec(3))  # acknowledged: every crash from now on must keep it
-    live = {ROOT_OID: rec(0, 1), oid(1): rec(1), oid(3): rec(3)}
+    commit(s, record(3))  # acknowledged: every crash from now on must keep it
+    live = {ROOT_OID: record(0, 1), oid(1): record(1), oid(3): record(3)}
     for image in disk.crash_images():
         reopened = FileStorage2(SIM, file_system=FaultyDisk(image))
         found = contents(reopened)

@@ -11,22 +11,11 @@ import pytest
 
 from durus.error import DurusKeyError
 from durus.file_storage import FileStorage
-from durus.record import pack_record
 from durus.shelf import FileFormatError
 from durus.utils import ROOT_OID, int8_to_str
 from tests.conftest import DATA_DIR
 from tests.support.failing_fs import FailingFileSystem
-
-
-def record(n: int, *refs: int, data: bytes = b"data") -> bytes:
-    return pack_record(int8_to_str(n), data, b"".join(int8_to_str(r) for r in refs))
-
-
-def commit(storage: FileStorage, *records: bytes) -> None:
-    storage.begin()
-    for item in records:
-        storage.store(item[:8], item)
-    storage.end()
+from tests.support.records import commit, record
 
 
 def new_storage(path: Path, **kwargs: object) -> FileStorage:

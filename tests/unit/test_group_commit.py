@@ -30,7 +30,8 @@ from durus.protocol import (
 )
 from durus.server_core import ServerCore
 from durus.storage import MemoryStorage
-from tests.support.server_fixtures import WAIT_S, RawClient, ThreadedServer, oid, record
+from tests.support.records import oid, record
+from tests.support.server_fixtures import WAIT_S, RawClient, ThreadedServer
 
 
 class CountingStorage(MemoryStorage):
@@ -98,14 +99,14 @@ def test_commits_ready_together_share_one_end_and_see_each_other() -> None:
     assert start_commit(core, a, 0.0) == oid_list()
     assert start_commit(core, b, 0.0) == b""  # waits for the turn
     assert start_commit(core, c, 0.0) == b""
-    send_items(core, a, {0: record(0, b"a")}, 0.0001)
+    send_items(core, a, {0: record(0, data=b"a")}, 0.0001)
     assert output(core, a) == b"" and core.has_open_group()  # stored, not durable: no answer
     assert output(core, b) == oid_list(0)  # b's turn: its list names a's commit
     assert storage.end_calls == 0 and storage.records == {}
-    send_items(core, b, {1: record(1, b"b")}, 0.0002)
+    send_items(core, b, {1: record(1, data=b"b")}, 0.0002)
     assert output(core, c) == oid_list(0, 1)
     assert output(core, a) == output(core, b) == b""
-    send_items(core, c, {2: record(2, b"c")}, 0.0003)  # turn free, nobody waits: flush
+    send_items(core, c, {2: record(2, data=b"c")}, 0.0003)  # turn free, nobody waits: flush
     assert storage.end_calls == 1 and storage.end_sizes == [3]
     assert [output(core, x) for x in (a, b, c)] == [STATUS_OKAY] * 3
     assert set(storage.records) == {oid(0), oid(1), oid(2)}
@@ -136,15 +137,15 @@ def test_other_requests_wait_until_the_group_is_flushed() -> None:
 def test_writing_an_oid_of_an_earlier_member_is_refused_and_the_group_goes_on() -> None:
     core, storage = new_core()
     a, b = clients_with_oids(core, 2)
-    assert a.commit({0: record(0, b"v0")})[1] is not None
+    assert a.commit({0: record(0, data=b"v0")})[1] is not None
     start_commit(core, a, 0.0)
     start_commit(core, b, 0.0)
-    send_items(core, a, {0: record(0, b"by a")}, 0.0)
+    send_items(core, a, {0: record(0, data=b"by a")}, 0.0)
     assert output(core, b) == oid_list(0)
-    send_items(core, b, {0: record(0, b"by b")}, 0.0001)  # writes what its list named
+    send_items(core, b, {0: record(0, data=b"by b")}, 0.0001)  # writes what its list named
     assert output(core, b) == STATUS_INVALID
     assert output(core, a) == STATUS_OKAY and storage.end_calls == 2  # root, then the group
-    assert storage.records[oid(0)] == record(0, b"by a")
+    assert storage.records[oid(0)] == record(0, data=b"by a")
 
 
 def test_a_member_whose_client_abandons_after_reading_the_list() -> None:
@@ -243,15 +244,15 @@ def test_a_blind_write_overlapping_the_open_group_is_refused() -> None:
     a, b = clients_with_oids(core, 2)
     start_commit(core, a, 0.0)
     start_commit(core, b, 0.0)
-    send_items(core, a, {0: record(0, b"a")}, 0.0)
+    send_items(core, a, {0: record(0, data=b"a")}, 0.0)
     late = RawClient(core, handshake=False)  # connected after a's commit joined the group
     assert start_commit(core, late, 0.0) == b""
     send_items(core, b, {}, 0.0)  # b gives up; late's turn: its list does not name oid 0
     assert output(core, late) == oid_list()
     assert output(core, a) == b""
-    send_items(core, late, {0: record(0, b"late")}, 0.0)
+    send_items(core, late, {0: record(0, data=b"late")}, 0.0)
     assert output(core, late) == STATUS_INVALID
-    assert output(core, a) == STATUS_OKAY and storage.records[oid(0)] == record(0, b"a")
+    assert output(core, a) == STATUS_OKAY and storage.records[oid(0)] == record(0, data=b"a")
 
 
 def test_a_member_that_disconnects_is_still_written() -> None:
@@ -362,7 +363,7 @@ def test_nothing_unacknowledged_is_durable_and_every_ack_is(
             core.feed(client.client_id, b"C")
             phase[index] = "listed"
         elif phase[index] == "listed" and core.holds_commit_turn(client.client_id):
-            sent[index] = record(index, b"v%d" % version)
+            sent[index] = record(index, data=b"v%d" % version)
             core.feed(client.client_id, encode_request(CommitData(((oid(index), sent[index]),))))
             phase[index] = "sent"
         core.commit_pending(now_s)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterable, Iterator
+from functools import partial
 from typing import Any
 
 import pytest
@@ -32,30 +33,16 @@ from durus.postgres_storage import (  # noqa: E402
     storage_from_dsn,
 )
 from durus.record import pack_record  # noqa: E402
-from durus.utils import ROOT_OID, int8_to_str  # noqa: E402
+from durus.utils import ROOT_OID  # noqa: E402
 from tests.support import postgres as postgres_support  # noqa: E402
+from tests.support.records import accept_invalidations, oid, record  # noqa: E402
+from tests.support.records import commit as commit_records  # noqa: E402
 
 postgres_dsn = postgres_support.postgres_dsn  # the fixtures this module uses
 schema_dsn = postgres_support.schema_dsn
 
-
-def rec(n: int, *refs: int, data: bytes = b"data") -> bytes:
-    return pack_record(int8_to_str(n), data, b"".join(int8_to_str(r) for r in refs))
-
-
-def oid(n: int) -> bytes:
-    return int8_to_str(n)
-
-
-def accept(oids: list[bytes]) -> None:
-    """An invalidation handler for a client that accessed nothing (never conflicts)."""
-
-
-def commit(storage: PostgresStorage, *records: bytes, handler: Any = accept) -> None:
-    storage.begin()
-    for record in records:
-        storage.store(record[:8], record)
-    storage.end(handler)
+# a client that read nothing (never conflicts), unless a test passes its own handler
+commit = partial(commit_records, handler=accept_invalidations)
 
 
 class Recorder:
@@ -212,14 +199,17 @@ def test_first_oid_of_a_new_database_is_the_root_and_pools_do_not_overlap(
 
 def test_store_load_and_missing(open_storage: Any) -> None:
     storage = open_storage()
-    commit(storage, rec(0, 1), rec(1, data=b"one"))
-    assert storage.load(ROOT_OID) == rec(0, 1)
-    assert list(storage.bulk_load([oid(1), ROOT_OID])) == [rec(1, data=b"one"), rec(0, 1)]
+    commit(storage, record(0, 1), record(1, data=b"one"))
+    assert storage.load(ROOT_OID) == record(0, 1)
+    assert list(storage.bulk_load([oid(1), ROOT_OID])) == [record(1, data=b"one"), record(0, 1)]
     with pytest.raises(DurusKeyError):
         storage.load(oid(7))
-    commit(storage, rec(1, data=b"uno"))
-    assert storage.load(oid(1)) == rec(1, data=b"uno")
-    assert dict(storage.gen_oid_record()) == {ROOT_OID: rec(0, 1), oid(1): rec(1, data=b"uno")}
+    commit(storage, record(1, data=b"uno"))
+    assert storage.load(oid(1)) == record(1, data=b"uno")
+    assert dict(storage.gen_oid_record()) == {
+        ROOT_OID: record(0, 1),
+        oid(1): record(1, data=b"uno"),
+    }
     assert [o for o, _r in storage.gen_oid_record(start_oid=ROOT_OID)] == [ROOT_OID, oid(1)]
 
 
@@ -227,23 +217,23 @@ def test_store_refuses_bad_records_before_keeping_anything(open_storage: Any) ->
     storage = open_storage()
     storage.begin()
     with pytest.raises(ValueError, match="stored under"):
-        storage.store(oid(2), rec(3))
-    storage.store(oid(3), rec(3))
+        storage.store(oid(2), record(3))
+    storage.store(oid(3), record(3))
     with pytest.raises(ValueError, match="twice"):
-        storage.store(oid(3), rec(3))
+        storage.store(oid(3), record(3))
     with pytest.raises(ValueError, match="bigint"):
         storage.store(b"\xff" * 8, pack_record(b"\xff" * 8, b"x", b""))
     storage.end()
-    assert storage.load(oid(3)) == rec(3)
+    assert storage.load(oid(3)) == record(3)
 
 
 def test_a_failed_database_write_commits_nothing(open_storage: Any, schema_dsn: str) -> None:
     storage = open_storage()
-    commit(storage, rec(0))
+    commit(storage, record(0))
     sql(schema_dsn, "ALTER TABLE durus_objects ADD CONSTRAINT small CHECK (length(data) < 10)")
     with pytest.raises(psycopg.errors.CheckViolation):
-        commit(storage, rec(0, data=b"x"), rec(1, data=b"much too long data"))
-    assert storage.load(ROOT_OID) == rec(0)
+        commit(storage, record(0, data=b"x"), record(1, data=b"much too long data"))
+    assert storage.load(ROOT_OID) == record(0)
     assert sql(schema_dsn, "SELECT count(*) FROM durus_log") == [(1,)]
 
 
@@ -268,53 +258,53 @@ def test_close_unregisters_the_client(open_storage: Any, schema_dsn: str) -> Non
 
 def test_sync_reports_others_commits_once_and_never_ones_own(open_storage: Any) -> None:
     a, b = open_storage(), open_storage()
-    commit(a, rec(0, 1), rec(1))
+    commit(a, record(0, 1), record(1))
     assert a.sync() == []
     assert b.sync() == [ROOT_OID, oid(1)]
     assert b.sync() == []
-    commit(b, rec(1, data=b"b"))
+    commit(b, record(1, data=b"b"))
     assert a.sync() == [oid(1)] and b.sync() == []
 
 
 def test_load_of_an_oid_changed_since_the_last_sync_is_a_read_conflict(open_storage: Any) -> None:
     a, b = open_storage(), open_storage()
-    commit(a, rec(0), rec(1))
+    commit(a, record(0), record(1))
     b.sync()
-    assert b.load(oid(1)) == rec(1)
-    commit(a, rec(1, data=b"new"))
-    assert b.load(ROOT_OID) == rec(0)  # unchanged oids load as usual
+    assert b.load(oid(1)) == record(1)
+    commit(a, record(1, data=b"new"))
+    assert b.load(ROOT_OID) == record(0)  # unchanged oids load as usual
     with pytest.raises(ReadConflictError) as caught:
         b.load(oid(1))
     assert caught.value.oids == [oid(1)]
     with pytest.raises(ReadConflictError):
         list(b.bulk_load([ROOT_OID, oid(1)]))
     assert b.sync() == [oid(1)]
-    assert b.load(oid(1)) == rec(1, data=b"new")
+    assert b.load(oid(1)) == record(1, data=b"new")
 
 
 def test_end_reports_others_commits_to_the_handler_before_writing(open_storage: Any) -> None:
     a, b = open_storage(), open_storage()
-    commit(a, rec(0), rec(1))
+    commit(a, record(0), record(1))
     b.sync()
-    commit(a, rec(1, data=b"a"))
+    commit(a, record(1, data=b"a"))
     handler = Recorder()
-    commit(b, rec(2), handler=handler)
+    commit(b, record(2), handler=handler)
     assert handler.calls == [[oid(1)]]
     assert b.sync() == []  # delivered by end, like the server's commit list
 
 
 def test_a_conflict_in_the_handler_writes_nothing_and_returns_the_oids(open_storage: Any) -> None:
     a, b = open_storage(), open_storage()
-    commit(a, rec(0), rec(1))
+    commit(a, record(0), record(1))
     b.sync()
-    commit(a, rec(1, data=b"a"))
+    commit(a, record(1, data=b"a"))
     b.begin()
     new = [b.new_oid() for _ in range(3)][-1]  # 0 and 1 exist already
-    b.store(oid(1), rec(1, data=b"b"))
+    b.store(oid(1), record(1, data=b"b"))
     b.store(new, pack_record(new, b"n", b""))
     with pytest.raises(WriteConflictError):
         b.end(Recorder(conflict_on={oid(1)}))
-    assert a.load(oid(1)) == rec(1, data=b"a")
+    assert a.load(oid(1)) == record(1, data=b"a")
     with pytest.raises(DurusKeyError):
         a.load(new)
     assert [b.new_oid() for _ in range(3)][
@@ -328,56 +318,56 @@ def test_end_without_a_handler_refuses_a_commit_after_others_and_keeps_the_oids(
 ) -> None:
     """As a server answers 'I': nobody could judge the others' oids, so the commit fails."""
     a, b = open_storage(), open_storage()
-    commit(a, rec(0), rec(1))
+    commit(a, record(0), record(1))
     with pytest.raises(WriteConflictError):
-        commit(b, rec(2), handler=None)
+        commit(b, record(2), handler=None)
     with pytest.raises(DurusKeyError):
         a.load(oid(2))
     with pytest.raises(ReadConflictError):
         b.load(oid(1))
     assert b.sync() == [ROOT_OID, oid(1)]
-    commit(b, rec(2), handler=None)
+    commit(b, record(2), handler=None)
     assert a.sync() == [oid(2)]
-    assert a.load(oid(2)) == rec(2)
+    assert a.load(oid(2)) == record(2)
 
 
 def test_a_commit_that_slips_in_before_the_lock_is_reported_under_the_lock(
     open_storage: Any,
 ) -> None:
     a, b, c = open_storage(), open_storage(), open_storage()
-    commit(a, rec(0), rec(1), rec(2))
+    commit(a, record(0), record(1), record(2))
     b.sync()
     c.sync()
-    commit(a, rec(1, data=b"first"))
-    b.before_commit_lock = lambda: commit(c, rec(2, data=b"slipped"))
+    commit(a, record(1, data=b"first"))
+    b.before_commit_lock = lambda: commit(c, record(2, data=b"slipped"))
     handler = Recorder()
-    commit(b, rec(3), handler=handler)
+    commit(b, record(3), handler=handler)
     assert handler.calls == [[oid(1)], [oid(2)]]
     assert b.sync() == []  # its own commit does not hide the others', nor repeat them
-    commit(c, rec(1, data=b"c"))
+    commit(c, record(1, data=b"c"))
     assert b.sync() == [oid(1)]
     assert a.sync() == [oid(1), oid(2), oid(3)]
 
 
 def test_a_conflict_found_under_the_lock_rolls_back(open_storage: Any) -> None:
     a, b = open_storage(), open_storage()
-    commit(a, rec(0), rec(1))
+    commit(a, record(0), record(1))
     b.sync()
-    b.before_commit_lock = lambda: commit(a, rec(1, data=b"a"))
+    b.before_commit_lock = lambda: commit(a, record(1, data=b"a"))
     with pytest.raises(WriteConflictError):
-        commit(b, rec(1, data=b"b"), handler=Recorder(conflict_on={oid(1)}))
-    assert b.load(oid(1)) == rec(1, data=b"a")
+        commit(b, record(1, data=b"b"), handler=Recorder(conflict_on={oid(1)}))
+    assert b.load(oid(1)) == record(1, data=b"a")
 
 
 def test_commits_of_many_threads_are_serialised(open_storage: Any) -> None:
     storages = [open_storage() for _ in range(6)]
-    commit(storages[0], rec(0))
+    commit(storages[0], record(0))
     errors: list[BaseException] = []
 
     def work(storage: PostgresStorage, base: int) -> None:
         try:
             for n in range(10):
-                commit(storage, rec(base + n), handler=Recorder())
+                commit(storage, record(base + n), handler=Recorder())
         except BaseException as error:
             errors.append(error)
 
@@ -412,6 +402,24 @@ def two_connections(open_storage: Any) -> tuple[Connection, Connection]:
     return first, Connection(open_storage())
 
 
+def assert_a_conflict_then_a_retry(
+    winner: Connection, loser: Connection, winner_text: str, loser_text: str
+) -> None:
+    """``loser`` has read note "a"; ``winner`` changes it and commits first. ``loser``'s
+    change conflicts; after an abort it sees ``winner_text``, and its retry commits."""
+    winner.root["a"].text = winner_text
+    winner.commit()
+    loser.root["a"].text = loser_text
+    with pytest.raises(WriteConflictError):
+        loser.commit()
+    loser.abort()
+    assert loser.root["a"].text == winner_text
+    loser.root["a"].text = loser_text
+    loser.commit()
+    winner.abort()
+    assert winner.root["a"].text == loser_text
+
+
 def test_connection_sees_others_commits_after_abort(open_storage: Any) -> None:
     c1, c2 = two_connections(open_storage)
     assert c2.root["a"].text == "a"
@@ -425,17 +433,7 @@ def test_connection_sees_others_commits_after_abort(open_storage: Any) -> None:
 def test_write_conflict_through_connection(open_storage: Any) -> None:
     c1, c2 = two_connections(open_storage)
     assert c2.root["a"].text == "a"
-    c1.root["a"].text = "from c1"
-    c1.commit()
-    c2.root["a"].text = "from c2"
-    with pytest.raises(WriteConflictError):
-        c2.commit()
-    c2.abort()
-    assert c2.root["a"].text == "from c1"
-    c2.root["a"].text = "from c2"
-    c2.commit()
-    c1.abort()
-    assert c1.root["a"].text == "from c2"
+    assert_a_conflict_then_a_retry(c1, c2, "from c1", "from c2")
 
 
 def test_read_conflict_through_connection_api_example(open_storage: Any) -> None:
@@ -479,7 +477,7 @@ def test_pack_removes_unreachable_records_and_reports_them_to_every_client(
     open_storage: Any,
 ) -> None:
     a, b = open_storage(), open_storage()
-    commit(a, rec(0, 1), rec(1, 2), rec(2), rec(3, 4), rec(4))
+    commit(a, record(0, 1), record(1, 2), record(2), record(3, 4), record(4))
     b.sync()
     a.pack()
     assert sorted(o for o, _r in a.gen_oid_record()) == [ROOT_OID, oid(1), oid(2)]
@@ -497,7 +495,7 @@ def test_a_client_that_opens_before_the_pack_is_reported_still_gets_its_removals
     open_storage: Any, schema_dsn: str
 ) -> None:
     a = open_storage()
-    commit(a, rec(0, 1), rec(1), rec(2))
+    commit(a, record(0, 1), record(1), record(2))
     a.pack()
     late = open_storage()  # opened after the pack, before anyone synced
     assert sql(schema_dsn, "SELECT kind FROM durus_log WHERE kind <> 'C'") == [("P",)]
@@ -508,17 +506,17 @@ def test_a_client_that_opens_before_the_pack_is_reported_still_gets_its_removals
         late.load(oid(2))
     assert late.sync() == [oid(2)]
     assert late.sync() == []
-    commit(a, rec(1, data=b"x"))
+    commit(a, record(1, data=b"x"))
     assert late.sync() == [oid(1)]
 
 
 def test_pack_keeps_what_is_committed_while_it_runs(open_storage: Any) -> None:
     a, b = open_storage(), open_storage()
-    commit(a, rec(0, 1), rec(1), rec(2), rec(3))
+    commit(a, record(0, 1), record(1), record(2), record(3))
     packer = a.get_packer()
     assert next(packer).startswith("started")
     next(packer)  # the root's batch is marked in the snapshot
-    commit(b, rec(0, 1, 2), handler=Recorder())  # relinks 2 during the pack
+    commit(b, record(0, 1, 2), handler=Recorder())  # relinks 2 during the pack
     for _step in packer:
         pass
     assert sorted(o for o, _r in a.gen_oid_record()) == [ROOT_OID, oid(1), oid(2)]
@@ -526,7 +524,7 @@ def test_pack_keeps_what_is_committed_while_it_runs(open_storage: Any) -> None:
 
 def test_only_one_pack_runs_at_a_time(open_storage: Any) -> None:
     a, b = open_storage(), open_storage()
-    commit(a, rec(0), rec(1))
+    commit(a, record(0), record(1))
     first = a.get_packer()
     next(first)
     assert list(b.get_packer()) == ["another pack is running"]
@@ -555,22 +553,22 @@ def test_connection_pack_then_using_a_removed_object_conflicts(open_storage: Any
 
 def test_pruning_keeps_rows_a_live_client_still_needs(open_storage: Any, schema_dsn: str) -> None:
     a, b = open_storage(), open_storage()
-    commit(a, rec(0))
-    commit(a, rec(1))
+    commit(a, record(0))
+    commit(a, record(1))
     mark = a.prune_log()
     assert mark == 0  # b has seen nothing yet
     assert b.sync() == [ROOT_OID, oid(1)]
     mark = a.prune_log()
     assert mark == 2
     assert sql(schema_dsn, "SELECT count(*) FROM durus_log") == [(0,)]
-    commit(a, rec(2))
+    commit(a, record(2))
     assert b.sync() == [oid(2)]
 
 
 def test_commits_prune_the_log_every_n_commits(open_storage: Any, schema_dsn: str) -> None:
     a = open_storage(prune_every_commits=3)
     for n in range(3):
-        commit(a, rec(n))
+        commit(a, record(n))
     assert sql(schema_dsn, "SELECT count(*) FROM durus_log") == [(0,)]
     assert sql(schema_dsn, "SELECT pruned_through FROM durus_meta") == [(3,)]
 
@@ -579,9 +577,9 @@ def test_a_client_away_past_the_retention_window_invalidates_everything(
     open_storage: Any, schema_dsn: str
 ) -> None:
     a, b = open_storage(log_retention_s=60), open_storage(log_retention_s=60)
-    commit(a, rec(0, 1), rec(1))
+    commit(a, record(0, 1), record(1))
     b.sync()
-    commit(a, rec(1, data=b"x"))
+    commit(a, record(1, data=b"x"))
     sql(
         schema_dsn,
         "UPDATE durus_clients SET seen_at = now() - interval '1 hour' WHERE client_id = %s",
@@ -593,8 +591,8 @@ def test_a_client_away_past_the_retention_window_invalidates_everything(
     with pytest.raises(ReadConflictError):
         b.load(ROOT_OID)  # even an oid nobody changed: b cannot know
     assert b.sync() == [ROOT_OID, oid(1)]  # every oid: the whole cache is invalidated
-    assert b.load(oid(1)) == rec(1, data=b"x")
-    commit(a, rec(0, 1, data=b"again"))
+    assert b.load(oid(1)) == record(1, data=b"x")
+    commit(a, record(0, 1, data=b"again"))
     assert b.sync() == [ROOT_OID]  # back to precise reports (and registered again)
     assert sql(schema_dsn, "SELECT count(*) FROM durus_clients") == [(2,)]
 
@@ -603,14 +601,14 @@ def test_a_client_behind_the_prune_mark_conflicts_on_commit(
     open_storage: Any, schema_dsn: str
 ) -> None:
     a, b = open_storage(log_retention_s=60), open_storage(log_retention_s=60)
-    commit(a, rec(0), rec(1))
+    commit(a, record(0), record(1))
     b.sync()
-    commit(a, rec(1, data=b"x"))
+    commit(a, record(1, data=b"x"))
     sql(schema_dsn, "UPDATE durus_log SET committed_at = now() - interval '1 hour'")
     a.prune_log()
     handler = Recorder(conflict_on={oid(1)})
     with pytest.raises(WriteConflictError):
-        commit(b, rec(1, data=b"b"), handler=handler)
+        commit(b, record(1, data=b"b"), handler=handler)
     assert handler.calls == [[ROOT_OID, oid(1)]]
 
 
@@ -640,17 +638,7 @@ def test_server_clients_and_direct_clients_share_one_database(open_storage: Any)
     direct.root["a"] = Note("a")
     direct.commit()
     served = Connection(ClientStorage(socket=LoopbackSocket(core)))
-    note = served.root["a"]
-    assert note.text == "a"
-    direct.root["a"].text = "direct"
-    direct.commit()
-    note.text = "served"
-    with pytest.raises(WriteConflictError):  # the server forwarded the direct commit
-        served.commit()
-    served.abort()
-    assert served.root["a"].text == "direct"
-    served.root["a"].text = "served"
-    served.commit()
-    direct.abort()
-    assert direct.root["a"].text == "served"
+    assert served.root["a"].text == "a"
+    # the conflict shows that the server forwarded the direct commit
+    assert_a_conflict_then_a_retry(direct, served, "direct", "served")
     served.storage.close()

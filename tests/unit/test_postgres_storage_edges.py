@@ -8,23 +8,23 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Iterator
+from functools import partial
 from typing import Any
 
 import pytest
 
 import durus.postgres_storage as postgres_storage
 from durus.postgres_storage import PostgresOpenError, PostgresStorage, storage_from_dsn
-from durus.record import pack_record
-from durus.utils import int8_to_str
 from tests.support import postgres as postgres_support
+from tests.support.records import accept_invalidations, record
+from tests.support.records import commit as commit_records
 from tests.support.server_fixtures import LogCapture
 
 postgres_dsn = postgres_support.postgres_dsn  # the fixtures this module uses
 schema_dsn = postgres_support.schema_dsn
 
-
-def rec(n: int, data: bytes = b"data") -> bytes:
-    return pack_record(int8_to_str(n), data, b"")
+# a client that read nothing (never conflicts)
+commit = partial(commit_records, handler=accept_invalidations)
 
 
 def sql(dsn: str, statement: str, *args: Any) -> list[tuple[Any, ...]]:
@@ -41,13 +41,6 @@ def storage(schema_dsn: str) -> Iterator[PostgresStorage]:
     opened = PostgresStorage(schema_dsn)
     yield opened
     opened.close()
-
-
-def commit(storage: PostgresStorage, *records: bytes) -> None:
-    storage.begin()
-    for record in records:
-        storage.store(record[:8], record)
-    storage.end(lambda oids: None)
 
 
 # ---------------------------------------------------------------- without a database
@@ -79,10 +72,10 @@ def test_a_transaction_over_the_record_limit_is_refused_before_it_is_sent(
     monkeypatch.setattr(postgres_storage, "MAX_STORE_RECORDS", 2)
     oids = [storage.new_oid() for _ in range(3)]
     storage.begin()
-    storage.store(oids[0], rec(int.from_bytes(oids[0], "big")))
-    storage.store(oids[1], rec(int.from_bytes(oids[1], "big")))
+    storage.store(oids[0], record(int.from_bytes(oids[0], "big")))
+    storage.store(oids[1], record(int.from_bytes(oids[1], "big")))
     with pytest.raises(ValueError, match="more than 2 records in one transaction"):
-        storage.store(oids[2], rec(int.from_bytes(oids[2], "big")))
+        storage.store(oids[2], record(int.from_bytes(oids[2], "big")))
     assert set(storage.pending_records) == set(oids[:2])  # the refused one was not kept
 
 
@@ -101,10 +94,10 @@ def test_listing_reads_every_record_in_batches(
     storage: PostgresStorage, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     oids = [storage.new_oid() for _ in range(5)]
-    commit(storage, *(rec(int.from_bytes(o, "big")) for o in oids))
+    commit(storage, *(record(int.from_bytes(o, "big")) for o in oids))
     monkeypatch.setattr(postgres_storage, "PACK_BATCH_OIDS", 2)
     listed = list(storage.gen_oid_record())
-    assert listed == [(o, rec(int.from_bytes(o, "big"))) for o in sorted(oids)]
+    assert listed == [(o, record(int.from_bytes(o, "big"))) for o in sorted(oids)]
 
 
 def test_a_commit_after_the_client_row_was_pruned_registers_again(
@@ -112,9 +105,9 @@ def test_a_commit_after_the_client_row_was_pruned_registers_again(
 ) -> None:
     sql(schema_dsn, "DELETE FROM durus_clients")  # as the retention rule does to an absent client
     first = storage.new_oid()
-    commit(storage, rec(int.from_bytes(first, "big")))
+    commit(storage, record(int.from_bytes(first, "big")))
     assert sql(schema_dsn, "SELECT count(*) FROM durus_clients") == [(1,)]
-    assert storage.load(first) == rec(int.from_bytes(first, "big"))
+    assert storage.load(first) == record(int.from_bytes(first, "big"))
 
 
 def test_a_client_row_pruned_just_before_the_commit_lock_is_registered_again(
@@ -122,14 +115,14 @@ def test_a_client_row_pruned_just_before_the_commit_lock_is_registered_again(
 ) -> None:
     first = storage.new_oid()
     storage.before_commit_lock = lambda: sql(schema_dsn, "DELETE FROM durus_clients")
-    commit(storage, rec(int.from_bytes(first, "big")))
+    commit(storage, record(int.from_bytes(first, "big")))
     assert sql(schema_dsn, "SELECT count(*) FROM durus_clients") == [(1,)]
     storage.before_commit_lock = None
     second = storage.new_oid()
-    commit(storage, rec(int.from_bytes(second, "big")))
+    commit(storage, record(int.from_bytes(second, "big")))
     assert list(storage.bulk_load([first, second])) == [
-        rec(int.from_bytes(first, "big")),
-        rec(int.from_bytes(second, "big")),
+        record(int.from_bytes(first, "big")),
+        record(int.from_bytes(second, "big")),
     ]
 
 

@@ -24,7 +24,7 @@ from durus.protocol import (
     encode_tdata,
     int4,
 )
-from tests.support.server_fixtures import oid, record
+from tests.support.records import oid, record
 
 SMALL = Limits(max_record_bytes=64, max_commit_bytes=1024)
 
@@ -33,7 +33,7 @@ def test_a_committed_record_over_the_record_limit_is_refused() -> None:
     server = ServerProtocol(SMALL)
     server.receive_data(b"C")
     assert server.next_event() == Commit()
-    big = record(1, b"x" * 100)  # 112 bytes: under the commit limit, over the record limit
+    big = record(1, data=b"x" * 100)  # 112 bytes: under the commit limit, over the record limit
     server.receive_data(encode_tdata([(oid(1), big)]))
     with pytest.raises(ProtocolError, match=f"record of {len(big)} bytes exceeds 64"):
         server.next_event()

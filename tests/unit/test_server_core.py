@@ -35,18 +35,14 @@ from durus.protocol import (
 )
 from durus.server_core import LoopbackSocket, LoopbackStall, ServerCore
 from durus.storage import MemoryStorage
-from tests.support.server_fixtures import RawClient, oid, record
+from tests.support.records import oid, record
+from tests.support.server_fixtures import RawClient, committed
 
 CAPTURE = Path(__file__).parents[1] / "data" / "protocol_capture.json"
 
 
 def new_core(**kwargs: object) -> ServerCore:
     return ServerCore(MemoryStorage(), **kwargs)  # type: ignore[arg-type]
-
-
-def committed(client: RawClient, items: dict[int, bytes]) -> None:
-    invalidations, status = client.commit(items)
-    assert status == CommitStatus(STATUS_OKAY), (invalidations, status)
 
 
 def allocate(client: RawClient, count: int) -> list[int]:
@@ -116,7 +112,7 @@ def test_bulk_load_answers_each_oid_in_order() -> None:
     allocate(a, 2)
     committed(a, {0: record(0), 1: record(1)})
     b.request(Sync())
-    committed(a, {1: record(1, b"new")})
+    committed(a, {1: record(1, data=b"new")})
     reply = b.request(BulkLoad((oid(0), oid(1), oid(9))))
     assert reply == BulkLoadReply(
         (LoadReply(STATUS_OKAY, record(0)), LoadReply(STATUS_INVALID), LoadReply(STATUS_KEYERROR))
@@ -196,12 +192,12 @@ def test_writing_an_oid_from_the_list_just_sent_is_refused() -> None:
     core = new_core()
     a, b = RawClient(core), RawClient(core)
     allocate(a, 1)
-    committed(a, {0: record(0, b"a")})
-    invalidations, status = b.commit({0: record(0, b"b")})
+    committed(a, {0: record(0, data=b"a")})
+    invalidations, status = b.commit({0: record(0, data=b"b")})
     assert invalidations == InvalidationsReply((oid(0),))
     assert status == CommitStatus(STATUS_INVALID)
-    assert core.storage.load(oid(0)) == record(0, b"a")
-    committed(b, {0: record(0, b"b")})  # now b knows; the retry goes through
+    assert core.storage.load(oid(0)) == record(0, data=b"a")
+    committed(b, {0: record(0, data=b"b")})  # now b knows; the retry goes through
 
 
 def test_commit_racing_between_the_two_halves_is_refused() -> None:
@@ -209,12 +205,14 @@ def test_commit_racing_between_the_two_halves_is_refused() -> None:
     core = new_core()
     a, b = RawClient(core), RawClient(core)
     allocate(a, 1)
-    committed(a, {0: record(0, b"v1")})
+    committed(a, {0: record(0, data=b"v1")})
     b.request(Sync())
     assert a.request(Commit()) == InvalidationsReply(())
-    committed(b, {0: record(0, b"by b")})
-    assert a.request(CommitData(((oid(0), record(0, b"by a")),))) == CommitStatus(STATUS_INVALID)
-    assert core.storage.load(oid(0)) == record(0, b"by b")
+    committed(b, {0: record(0, data=b"by b")})
+    assert a.request(CommitData(((oid(0), record(0, data=b"by a")),))) == CommitStatus(
+        STATUS_INVALID
+    )
+    assert core.storage.load(oid(0)) == record(0, data=b"by b")
     assert a.request(Sync()) == InvalidationsReply((oid(0),))
 
 
@@ -226,13 +224,13 @@ def test_group_commit_checks_in_arrival_order() -> None:
     for client in (b, c):
         client.request(Sync())
         assert client.request(Commit()) == InvalidationsReply(())
-    core.feed(b.client_id, encode_request(CommitData(((oid(0), record(0, b"b")),))))
-    core.feed(c.client_id, encode_request(CommitData(((oid(0), record(0, b"c")),))))
+    core.feed(b.client_id, encode_request(CommitData(((oid(0), record(0, data=b"b")),))))
+    core.feed(c.client_id, encode_request(CommitData(((oid(0), record(0, data=b"c")),))))
     core.commit_pending()
     assert core.take_output(b.client_id).data == STATUS_OKAY
     assert core.take_output(c.client_id).data == STATUS_INVALID
     assert a.request(Commit()) == InvalidationsReply((oid(0),))
-    assert core.storage.load(oid(0)) == record(0, b"b")
+    assert core.storage.load(oid(0)) == record(0, data=b"b")
 
 
 def test_requests_pipelined_behind_a_commit_are_answered_after_it() -> None:
@@ -291,11 +289,11 @@ def test_storage_error_during_commit_drops_the_client_and_discards_pending() -> 
     good, bad = RawClient(core), RawClient(core)
     committed(good, {0: record(0)})
     bad.request(Sync())
-    assert bad.commit({0: record(0, b"x"), 77: record(77)})[1] is None
+    assert bad.commit({0: record(0, data=b"x"), 77: record(77)})[1] is None
     assert bad.closed and "surprise" in (bad.closed_reason or "")
     assert core.storage.transaction == {}  # begin() called again: nothing left pending
     assert core.storage.load(oid(0)) == record(0)
-    committed(good, {0: record(0, b"again")})
+    committed(good, {0: record(0, data=b"again")})
 
 
 def test_commit_to_a_readonly_storage_drops_the_client_and_keeps_serving() -> None:
@@ -306,7 +304,7 @@ def test_commit_to_a_readonly_storage_drops_the_client_and_keeps_serving() -> No
     core = ServerCore(ReadOnly())
     core.storage.records[oid(0)] = record(0)
     a, b = RawClient(core), RawClient(core)
-    assert a.commit({0: record(0, b"x")})[1] is None
+    assert a.commit({0: record(0, data=b"x")})[1] is None
     assert a.closed and "read-only" in (a.closed_reason or "")
     assert b.request(Load(oid(0))) == LoadReply(STATUS_OKAY, record(0))
 
@@ -426,7 +424,7 @@ def test_gcbytes_starts_a_pack_once_enough_bytes_are_committed() -> None:
     sizes = []
     for data_bytes in (70, 258, 70):  # tdata 94, 282, 94 as in PROTOCOL.md 5.6
         before = core.bytes_since_pack
-        committed(a, {0: record(0, bytes(data_bytes))})
+        committed(a, {0: record(0, data=bytes(data_bytes))})
         sizes.append(core.bytes_since_pack - before)
         if len(sizes) < 3:
             assert storage.packs_started == 0
@@ -470,7 +468,7 @@ def test_loopback_before_send_hook_can_interleave_another_client() -> None:
 
     def commit_by_other_first(sock: LoopbackSocket, data: bytes) -> None:
         seen.append(data)
-        committed(other, {0: record(0, b"meanwhile")})
+        committed(other, {0: record(0, data=b"meanwhile")})
 
     sock = LoopbackSocket(core, before_send=commit_by_other_first)
     sock.sendall(b"S")
@@ -525,10 +523,10 @@ def test_serialized_commits_wait_for_their_turn() -> None:
 def test_reply_backlog_pauses_handling_until_output_is_taken() -> None:
     core = ServerCore(MemoryStorage(), max_reply_backlog_bytes=50)
     writer = RawClient(core)
-    committed(writer, {0: record(0, bytes(80))})
+    committed(writer, {0: record(0, data=bytes(80))})
     reader = core.connect()
     core.feed(reader, (b"L" + oid(0)) * 10)
-    one_reply = b"O" + int4(len(record(0, bytes(80)))) + record(0, bytes(80))
+    one_reply = b"O" + int4(len(record(0, data=bytes(80)))) + record(0, data=bytes(80))
     assert core.take_output(reader).data == one_reply  # paused after the first reply
     assert core.buffered_bytes(reader) == 9 * 9
     core.feed(reader, b"")
@@ -579,7 +577,7 @@ def test_gcbytes_pack_on_a_file_storage_invalidates_removed_oids(tmp_path: Path)
     core = ServerCore(storage, gcbytes=100)
     a, b = RawClient(core), RawClient(core)
     assert allocate(a, 2) == [0, 1]
-    committed(a, {0: record(0, refs=(1,)), 1: record(1)})
+    committed(a, {0: record(0, 1), 1: record(1)})
     assert core.packer is None and core.bytes_since_pack == 72
     committed(a, {0: record(0)})  # oid 1 is now unreachable; 108 bytes >= 100
     assert core.packer is not None

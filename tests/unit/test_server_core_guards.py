@@ -19,7 +19,6 @@ from durus.protocol import (
     ClientProtocol,
     Commit,
     CommitData,
-    CommitStatus,
     InvalidationsReply,
     Load,
     NewOid,
@@ -31,16 +30,12 @@ from durus.protocol import (
 )
 from durus.server_core import GroupWrite, LoopbackSocket, ServerCore, _Client
 from durus.storage import MemoryStorage
-from tests.support.server_fixtures import RawClient, oid, record
+from tests.support.records import oid, record
+from tests.support.server_fixtures import RawClient, committed
 
 
 def stored(storage: MemoryStorage) -> dict[bytes, bytes]:
     return dict(storage.records)
-
-
-def committed(client: RawClient, items: dict[int, bytes]) -> None:
-    invalidations, status = client.commit(items)
-    assert status == CommitStatus(STATUS_OKAY), (invalidations, status)
 
 
 def new_oids(client: RawClient) -> list[bytes]:

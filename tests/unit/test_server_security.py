@@ -41,44 +41,26 @@ from durus.protocol import (
 )
 from durus.storage import MemoryStorage
 from durus.storage_server import DEFAULT_HOST, StorageServer, wait_for_server
+from tests.support.records import commit, oid, record
 from tests.support.server_fixtures import (
     WAIT_S,
     LogCapture,
     ThreadedServer,
     has_openssl,
     make_tls_files,
-    oid,
-    record,
     recv_exactly,
+    wait_until,
     write_secret,
 )
 
 SECRET = b"correct horse battery staple 0123"
 
 
-def commit(storage: ClientStorage, items: dict[int, bytes]) -> None:
-    storage.begin()
-    for n, rec in items.items():
-        storage.store(oid(n), rec)
-    storage.end()
-
-
 def allocate_and_commit(storage: ClientStorage, data: bytes) -> bytes:
     """Commit one new record with a server-allocated oid; return the oid."""
     new = storage.new_oid()
-    storage.begin()
-    storage.store(new, record(int.from_bytes(new, "big"), data))
-    storage.end()
+    commit(storage, record(int.from_bytes(new, "big"), data=data))
     return new
-
-
-def wait_until(predicate: Any, timeout_s: float = WAIT_S) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.01)
-    return bool(predicate())
 
 
 # ---------------------------------------------------------------- access control basics
@@ -289,7 +271,7 @@ def test_tls_with_several_clients_and_authentication(tmp_path: Path) -> None:
         for reader in clients:
             reader.sync()
             for i, new in enumerate(oids):
-                assert reader.load(new) == record(int.from_bytes(new, "big"), big + bytes([i]))
+                assert reader.load(new) == record(int.from_bytes(new, "big"), data=big + bytes([i]))
             assert list(reader.bulk_load(oids))[1] == reader.load(oids[1])
         for c in clients:
             c.close()
@@ -403,16 +385,16 @@ def test_writing_an_oid_the_commit_list_named_is_refused_over_tcp() -> None:
         target = allocate_and_commit(a, b"first")
         number = int.from_bytes(target, "big")
         b.sync()
-        commit(a, {number: record(number, b"a")})  # target is now invalid for b
+        commit(a, record(number, data=b"a"))  # target is now invalid for b
         b.begin()
-        b.store(target, record(number, b"b overwrites"))
+        b.store(target, record(number, data=b"b overwrites"))
         with pytest.raises(WriteConflictError):
             b.end()  # no handler: b sends its data anyway, the server answers 'I'
-        assert a.load(target) == record(number, b"a")
+        assert a.load(target) == record(number, data=b"a")
         b.sync()
-        commit(b, {number: record(number, b"b after sync")})  # after a sync it may
+        commit(b, record(number, data=b"b after sync"))  # after a sync it may
         a.sync()
-        assert a.load(target) == record(number, b"b after sync")
+        assert a.load(target) == record(number, data=b"b after sync")
         a.close()
         b.close()
 
@@ -430,7 +412,7 @@ def test_a_commit_to_a_readonly_server_is_refused_and_reads_go_on(tmp_path: Path
             committer = ClientStorage(address=threaded.address, timeout_s=WAIT_S)
             root = reader.load(oid(0))
             with pytest.raises(ServerConnectionLost):
-                commit(committer, {0: root})
+                commit(committer, root)
             assert reader.load(oid(0)) == root
             assert Connection(ClientStorage(address=threaded.address)).get_root()["k"] == 1
         assert "read-only" in captured.text()
@@ -468,7 +450,7 @@ def test_disk_full_during_a_commit(tmp_path: Path) -> None:
         b = ClientStorage(address=threaded.address, timeout_s=WAIT_S)
         lost_oid = b.new_oid()
         b.begin()
-        b.store(lost_oid, record(int.from_bytes(lost_oid, "big"), b"lost"))
+        b.store(lost_oid, record(int.from_bytes(lost_oid, "big"), data=b"lost"))
         with pytest.raises(ServerConnectionLost):
             b.end()
         assert wrapped.failures == 1
@@ -506,7 +488,7 @@ def test_a_stalled_client_does_not_delay_the_others() -> None:
     rounds = 300
     with ThreadedServer(client_timeout_s=30.0) as threaded:
         clients = [ClientStorage(address=threaded.address, timeout_s=WAIT_S) for _ in range(3)]
-        commit(clients[0], {0: record(0, bytes(2000))})
+        commit(clients[0], record(0, data=bytes(2000)))
         for c in clients:
             c.sync()
             p99_latency_s(c, 20)  # warm up
@@ -548,10 +530,10 @@ def test_hostile_pickles_are_stored_and_packed_but_never_run(tmp_path: Path) -> 
     with ThreadedServer(FileStorage(str(tmp_path / "p.durus"))) as threaded:
         client = ClientStorage(address=threaded.address, timeout_s=WAIT_S)
         # the root itself holds the trap, as class pickle and as state, and refers to oid 1
-        commit(client, {0: record(0, hostile + hostile, refs=(1,))})
+        commit(client, record(0, 1, data=hostile + hostile))
         new = client.new_oid()
-        commit(client, {0: record(0, hostile, refs=(int.from_bytes(new, "big"),))})
-        commit(client, {int.from_bytes(new, "big"): record(int.from_bytes(new, "big"), hostile)})
+        commit(client, record(0, int.from_bytes(new, "big"), data=hostile))
+        commit(client, record(int.from_bytes(new, "big"), data=hostile))
         client.pack()
         assert wait_until(lambda: threaded.server.packer is None)
         assert client.load(new)[12:] == hostile

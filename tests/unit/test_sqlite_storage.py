@@ -17,7 +17,7 @@ from durus.file import ReadOnlyFileError
 from durus.record import pack_record
 from durus.sqlite_storage import TABLE_SQL, SqliteStorage
 from durus.utils import ROOT_OID, int8_to_str
-from tests.support.records import reachable
+from tests.support.records import commit, reachable, record
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 EXPECTED = json.loads((DATA / "expected.json").read_text())
@@ -33,17 +33,6 @@ def shelf_a_records() -> dict[bytes, bytes]:
         assert raw[position + 8 : position + 16] == oid
         records[oid] = raw[position + 16 : position + 8 + length]
     return records
-
-
-def rec(n: int, *refs: int, data: bytes = b"data") -> bytes:
-    return pack_record(int8_to_str(n), data, b"".join(int8_to_str(r) for r in refs))
-
-
-def commit(storage: SqliteStorage, *records: bytes) -> None:
-    storage.begin()
-    for record in records:
-        storage.store(record[:8], record)
-    storage.end()
 
 
 @pytest.fixture
@@ -97,7 +86,7 @@ class TestVectorE:
     def test_wart_22_new_oids_continue_after_the_highest(self, vector_e: Path) -> None:
         s = SqliteStorage(vector_e)
         assert [s.new_oid() for _ in range(5)] == [int8_to_str(n) for n in range(20, 25)]
-        commit(s, rec(20))
+        commit(s, record(20))
         s.close()
         s = SqliteStorage(vector_e)
         assert s.new_oid() == int8_to_str(21)
@@ -113,7 +102,7 @@ class TestVectorE:
 
 class TestNewDatabase:
     def test_exact_schema_and_blob_types(self, storage: SqliteStorage) -> None:
-        commit(storage, rec(0, 1), rec(1))
+        commit(storage, record(0, 1), record(1))
         db = sqlite3.connect(storage.get_filename())
         assert db.execute("SELECT sql FROM sqlite_master").fetchall() == [(TABLE_SQL,)]
         assert (
@@ -128,14 +117,14 @@ class TestNewDatabase:
         path = tmp_path / "x.sqlite"
         s = SqliteStorage(path)
         assert [s.new_oid(), s.new_oid()] == [ROOT_OID, int8_to_str(1)]
-        commit(s, rec(0, 1), rec(1, data=b"one"))
-        commit(s, rec(1, data=b"uno"))
-        assert s.load(int8_to_str(1)) == rec(1, data=b"uno")
+        commit(s, record(0, 1), record(1, data=b"one"))
+        commit(s, record(1, data=b"uno"))
+        assert s.load(int8_to_str(1)) == record(1, data=b"uno")
         s.close()
         s = SqliteStorage(path)
         assert dict(s.gen_oid_record()) == {
-            ROOT_OID: rec(0, 1),
-            int8_to_str(1): rec(1, data=b"uno"),
+            ROOT_OID: record(0, 1),
+            int8_to_str(1): record(1, data=b"uno"),
         }
         with pytest.raises(DurusKeyError):
             s.load(int8_to_str(7))
@@ -153,24 +142,24 @@ class TestNewDatabase:
     def test_wart_23_gen_oid_record_without_start_lists_unreachable_too(
         self, storage: SqliteStorage
     ) -> None:
-        commit(storage, rec(0), rec(5))
+        commit(storage, record(0), record(5))
         assert [oid for oid, _ in storage.gen_oid_record()] == [ROOT_OID, int8_to_str(5)]
 
     def test_many_rows_are_listed_in_batches(self, storage: SqliteStorage) -> None:
-        commit(storage, *(rec(n) for n in range(1234)))
+        commit(storage, *(record(n) for n in range(1234)))
         assert [oid for oid, _ in storage.gen_oid_record()] == [int8_to_str(n) for n in range(1234)]
 
     def test_depth_first_order(self, storage: SqliteStorage) -> None:
-        commit(storage, rec(0, 1, 2), rec(1), rec(2))
+        commit(storage, record(0, 1, 2), record(1), record(2))
         assert [oid[-1] for oid, _ in storage.gen_oid_record(ROOT_OID)] == [0, 2, 1]
 
 
 class TestCommit:
     def test_begin_discards_pending(self, storage: SqliteStorage) -> None:
         storage.begin()
-        storage.store(ROOT_OID, rec(0, data=b"aborted"))
+        storage.store(ROOT_OID, record(0, data=b"aborted"))
         storage.begin()
-        storage.store(int8_to_str(1), rec(1))
+        storage.store(int8_to_str(1), record(1))
         storage.end()
         with pytest.raises(KeyError):
             storage.load(ROOT_OID)
@@ -178,7 +167,7 @@ class TestCommit:
     def test_store_rejects_a_mismatched_or_malformed_record(self, storage: SqliteStorage) -> None:
         storage.begin()
         with pytest.raises(ValueError):
-            storage.store(ROOT_OID, rec(1))
+            storage.store(ROOT_OID, record(1))
         with pytest.raises(ValueError):
             storage.store(ROOT_OID, b"short")
         with pytest.raises(ValueError):
@@ -194,8 +183,8 @@ class TestCommit:
         db.commit()
         db.close()
         storage.begin()
-        storage.store(int8_to_str(4), rec(4))
-        storage.store(int8_to_str(5), rec(5))
+        storage.store(int8_to_str(4), record(4))
+        storage.store(int8_to_str(5), record(5))
         with pytest.raises(sqlite3.IntegrityError):
             storage.end()
         assert not storage.connection.in_transaction
@@ -205,7 +194,7 @@ class TestCommit:
 
 class TestPack:
     def test_pack_deletes_unreachable_and_reports_them(self, storage: SqliteStorage) -> None:
-        commit(storage, rec(0, 1), rec(1, 3), rec(2), rec(3), rec(4, 2))
+        commit(storage, record(0, 1), record(1, 3), record(2), record(3), record(4, 2))
         storage.pack()
         assert [oid[-1] for oid, _ in storage.gen_oid_record()] == [0, 1, 3]
         assert storage.sync() == [int8_to_str(2), int8_to_str(4)]
@@ -215,11 +204,11 @@ class TestPack:
         assert storage.new_oid() == int8_to_str(5)
 
     def test_commit_during_pack_is_kept(self, storage: SqliteStorage) -> None:
-        commit(storage, rec(0, *range(1, 250)), *(rec(n) for n in range(1, 250)))
+        commit(storage, record(0, *range(1, 250)), *(record(n) for n in range(1, 250)))
         packer = storage.get_packer()
         assert str(next(packer)).startswith("started ")
         assert next(packer) is None
-        commit(storage, rec(0, 300), rec(300, 301), rec(301))
+        commit(storage, record(0, 300), record(300, 301), record(301))
         steps = list(packer)
         # Marked before the commit, so kept by this pack (a pack never removes
         # what was reachable while it ran); the next pack removes them.
@@ -234,18 +223,18 @@ class TestPack:
 
     def test_no_pack_while_records_are_pending(self, storage: SqliteStorage) -> None:
         storage.begin()
-        storage.store(ROOT_OID, rec(0))
+        storage.store(ROOT_OID, record(0))
         assert list(storage.get_packer()) == []
 
     def test_a_packer_never_started_blocks_nothing(self, storage: SqliteStorage) -> None:
-        commit(storage, rec(0), rec(1))
+        commit(storage, record(0), record(1))
         unused = storage.get_packer()
         storage.pack()
         assert storage.sync() == [int8_to_str(1)]
         assert list(unused)[-1].endswith("1 live objects, 0 removed")  # a later, fresh pack
 
     def test_an_abandoned_packer_resets_the_pack_state(self, storage: SqliteStorage) -> None:
-        commit(storage, rec(0), rec(1))
+        commit(storage, record(0), record(1))
         packer = storage.get_packer()
         next(packer)
         assert list(storage.get_packer()) == []
@@ -266,16 +255,16 @@ class TestOpening:
     def test_readonly(self, tmp_path: Path, storage: SqliteStorage) -> None:
         with pytest.raises(FileNotFoundError):
             SqliteStorage(tmp_path / "missing.sqlite", readonly=True)
-        commit(storage, rec(0))
+        commit(storage, record(0))
         reader = SqliteStorage(storage.get_filename(), readonly=True)
-        assert reader.is_readonly() and reader.load(ROOT_OID) == rec(0)
+        assert reader.is_readonly() and reader.load(ROOT_OID) == record(0)
         reader.begin()
-        reader.store(ROOT_OID, rec(0, data=b"x"))
+        reader.store(ROOT_OID, record(0, data=b"x"))
         with pytest.raises(ReadOnlyFileError):
             reader.end()
         assert list(reader.get_packer()) == []
         reader.close()
-        assert storage.load(ROOT_OID) == rec(0)
+        assert storage.load(ROOT_OID) == record(0)
 
     def test_not_a_database(self, tmp_path: Path) -> None:
         path = tmp_path / "junk"
@@ -303,7 +292,7 @@ class TestOpening:
         assert dict(s.gen_oid_record()) == shelf_a_records()
         assert s.new_oid() == int8_to_str(20)
         with pytest.raises(ValueError):
-            s.create_from_records([(ROOT_OID, rec(0))])
+            s.create_from_records([(ROOT_OID, record(0))])
         s.close()
 
 
@@ -348,7 +337,7 @@ def test_random_workload_matches_a_model(ops: list) -> None:
         model: dict[bytes, bytes] = {}
         for op in ops:
             if op[0] == "commit":
-                records = [rec(n, *sorted(set(refs) - {n})) for n, refs in op[1]]
+                records = [record(n, *sorted(set(refs) - {n})) for n, refs in op[1]]
                 commit(s, *records)
                 model.update((record[:8], record) for record in records)
             elif op[0] == "pack":

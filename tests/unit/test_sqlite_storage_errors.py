@@ -9,20 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from durus.record import MAX_ROW_OID, pack_record
+from durus.record import MAX_ROW_OID
 from durus.sqlite_storage import TABLE_SQL, SqliteStorage
 from durus.utils import ROOT_OID, int8_to_str
-
-
-def rec(n: int, *refs: int, data: bytes = b"data") -> bytes:
-    return pack_record(int8_to_str(n), data, b"".join(int8_to_str(r) for r in refs))
-
-
-def commit(storage: SqliteStorage, *records: bytes) -> None:
-    storage.begin()
-    for record in records:
-        storage.store(record[:8], record)
-    storage.end()
+from tests.support.records import commit, record
 
 
 def database_with_rows(path: Path, *row_ids: int) -> Path:
@@ -49,11 +39,11 @@ def rows(path: Path) -> list[tuple[int, bytes, bytes]]:
 def test_a_closed_storage_says_so(tmp_path: Path) -> None:
     path = tmp_path / "s.sqlite"
     storage = SqliteStorage(path)
-    commit(storage, rec(0))
+    commit(storage, record(0))
     storage.close()
     with pytest.raises(ValueError, match=rf"SqliteStorage\('{path}'\) is closed"):
         storage.load(ROOT_OID)
-    assert rows(path) == [(0, rec(0)[12:], b"")]
+    assert rows(path) == [(0, record(0)[12:], b"")]
 
 
 def test_a_negative_highest_row_id_is_refused_and_the_file_released(tmp_path: Path) -> None:
@@ -76,7 +66,7 @@ def test_no_oids_left_after_the_highest_row_id(tmp_path: Path) -> None:
 def test_an_empty_commit_writes_nothing(tmp_path: Path) -> None:
     path = tmp_path / "s.sqlite"
     storage = SqliteStorage(path)
-    commit(storage, rec(0))
+    commit(storage, record(0))
     before = rows(path)
     storage.begin()
     storage.end()
@@ -86,7 +76,7 @@ def test_an_empty_commit_writes_nothing(tmp_path: Path) -> None:
 
 def test_a_second_packer_made_before_the_first_ran_does_nothing(tmp_path: Path) -> None:
     storage = SqliteStorage(tmp_path / "s.sqlite")
-    commit(storage, rec(0), rec(1))
+    commit(storage, record(0), record(1))
     first, second = storage.get_packer(), storage.get_packer()
     assert str(next(first)).startswith("started")
     assert list(second) == []

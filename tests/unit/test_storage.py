@@ -5,7 +5,6 @@ from __future__ import annotations
 import pytest
 
 from durus.error import DurusKeyError
-from durus.record import pack_record
 from durus.storage import (
     MemoryStorage,
     Storage,
@@ -14,28 +13,21 @@ from durus.storage import (
     get_census,
     get_reference_index,
 )
-from durus.utils import ROOT_OID, int8_to_str
-
-
-def oid(n: int) -> bytes:
-    return int8_to_str(n)
-
-
-def record(n: int, name: bytes, *refs: int) -> bytes:
-    data = b"\x80\x02cmod\n" + name + b"\nq\x00.state"
-    return pack_record(oid(n), data, b"".join(oid(r) for r in sorted(refs)))
+from durus.utils import ROOT_OID
+from tests.support.records import class_record, commit, oid
 
 
 def filled_storage() -> MemoryStorage:
     """Root -> 1, 2; 2 -> 3; 4 is unreachable."""
     storage = MemoryStorage()
-    storage.begin()
-    storage.store(oid(0), record(0, b"Root", 1, 2))
-    storage.store(oid(1), record(1, b"Leaf"))
-    storage.store(oid(2), record(2, b"Node", 3))
-    storage.store(oid(3), record(3, b"Leaf"))
-    storage.store(oid(4), record(4, b"Lost"))
-    storage.end()
+    commit(
+        storage,
+        class_record(0, b"Root", 1, 2),
+        class_record(1, b"Leaf"),
+        class_record(2, b"Node", 3),
+        class_record(3, b"Leaf"),
+        class_record(4, b"Lost"),
+    )
     return storage
 
 
@@ -55,19 +47,19 @@ def test_memory_storage_transactions() -> None:
     storage = MemoryStorage()
     assert storage.new_oid() == ROOT_OID and storage.new_oid() == oid(1)
     with pytest.raises(RuntimeError):
-        storage.store(oid(0), record(0, b"Root"))
+        storage.store(oid(0), class_record(0, b"Root"))
     storage.begin()
-    storage.store(oid(0), record(0, b"Root"))
+    storage.store(oid(0), class_record(0, b"Root"))
     with pytest.raises(DurusKeyError):
         storage.load(oid(0))  # not visible before end()
     storage.end()
-    assert storage.load(oid(0)) == record(0, b"Root")
+    assert storage.load(oid(0)) == class_record(0, b"Root")
     assert storage.sync() == []
     with pytest.raises(KeyError):
         storage.load(oid(9))
     storage.begin()
     with pytest.raises(ValueError, match="differs"):
-        storage.store(oid(1), record(0, b"Root"))
+        storage.store(oid(1), class_record(0, b"Root"))
 
 
 def test_gen_oid_record_traverses_reachable_lowest_first() -> None:
@@ -81,9 +73,7 @@ def test_gen_oid_record_traverses_reachable_lowest_first() -> None:
 
 def test_gen_oid_record_skips_dangling_references() -> None:
     storage = MemoryStorage()
-    storage.begin()
-    storage.store(oid(0), record(0, b"Root", 7))
-    storage.end()
+    commit(storage, class_record(0, b"Root", 7))
     assert [o for o, _ in storage.gen_oid_record()] == [oid(0)]
 
 

@@ -7,13 +7,10 @@ from __future__ import annotations
 import pytest
 
 from durus.error import RecordFormatError
-from durus.record import MAX_ROW_OID, pack_record, row_to_record
+from durus.record import MAX_ROW_OID, row_to_record
 from durus.storage import MemoryStorage
-from durus.utils import ROOT_OID, int8_to_str
-
-
-def rec(n: int, *refs: int) -> bytes:
-    return pack_record(int8_to_str(n), b"data", b"".join(int8_to_str(r) for r in refs))
+from durus.utils import ROOT_OID
+from tests.support.records import commit, oid, record
 
 
 def test_memory_storage_end_before_begin() -> None:
@@ -26,12 +23,9 @@ def test_memory_storage_end_before_begin() -> None:
 
 def test_a_record_referred_to_twice_is_listed_once() -> None:
     storage = MemoryStorage()
-    storage.begin()
-    for record in (rec(0, 1, 2), rec(1, 2, 0), rec(2, 2)):
-        storage.store(record[:8], record)
-    storage.end()
-    listed = [oid for oid, _record in storage.gen_oid_record(batch_size=1)]
-    assert listed == [ROOT_OID, int8_to_str(1), int8_to_str(2)]
+    commit(storage, record(0, 1, 2), record(1, 2, 0), record(2, 2))
+    listed = [listed_oid for listed_oid, _record in storage.gen_oid_record(batch_size=1)]
+    assert listed == [ROOT_OID, oid(1), oid(2)]
 
 
 @pytest.mark.parametrize(
@@ -52,4 +46,4 @@ def test_rows_that_are_not_records(row: tuple[object, object, object], words: st
 
 
 def test_a_row_without_refs_is_a_record_without_refs() -> None:
-    assert row_to_record(7, b"data", None) == rec(7)
+    assert row_to_record(7, b"data", None) == record(7)

@@ -33,14 +33,13 @@ from durus.storage_server import (
     StorageServer,
     wait_for_server,
 )
+from tests.support.records import commit, oid, record
 from tests.support.server_fixtures import (
     REPO_ROOT,
     RUN_SERVER,
     WAIT_S,
     ServerProcess,
     free_port,
-    oid,
-    record,
     recv_exactly,
 )
 
@@ -53,14 +52,6 @@ def server() -> Iterator[ServerProcess]:
 
 def client(server: ServerProcess) -> ClientStorage:
     return ClientStorage(address=server.address, timeout_s=WAIT_S)
-
-
-def commit(storage: ClientStorage, items: dict[int, bytes]) -> None:
-    """Store ``items`` (oid number -> record) as one transaction."""
-    storage.begin()
-    for n, rec in items.items():
-        storage.store(oid(n), rec)
-    storage.end()
 
 
 def test_constants() -> None:
@@ -83,12 +74,12 @@ def test_constructor_does_not_bind_and_checks_gcbytes() -> None:
 def test_invalidations_between_two_clients(server: ServerProcess) -> None:
     a, b = client(server), client(server)
     assert [a.new_oid(), a.new_oid()] == [oid(0), oid(1)]
-    commit(a, {0: record(0), 1: record(1)})
+    commit(a, record(0), record(1))
     assert sorted(b.sync()) == [oid(0), oid(1)]
-    commit(a, {0: record(0, b"v2")})
+    commit(a, record(0, data=b"v2"))
     with pytest.raises(ReadConflictError):
         b.load(oid(0))
-    assert b.sync() == [oid(0)] and b.load(oid(0)) == record(0, b"v2")
+    assert b.sync() == [oid(0)] and b.load(oid(0)) == record(0, data=b"v2")
     a.close()
     b.close()
 
@@ -111,7 +102,7 @@ def test_malformed_commit_closes_only_that_client_and_changes_nothing(
     server: ServerProcess,
 ) -> None:
     good = client(server)
-    commit(good, {0: record(0)})
+    commit(good, record(0))
     bad = server.connect_raw()
     bad.sendall(b"V" + int4(1) + b"C")
     assert recv_exactly(bad, 8) == int4(1) + int4(0)
@@ -135,7 +126,7 @@ def test_foreign_unused_oid_commit_is_refused(server: ServerProcess) -> None:
     with pytest.raises(ServerConnectionLost):
         thief.end()
     owner.begin()
-    owner.store(stolen, record(int.from_bytes(stolen, "big"), b"mine"))
+    owner.store(stolen, record(int.from_bytes(stolen, "big"), data=b"mine"))
     owner.end()
     owner.close()
 
@@ -190,7 +181,7 @@ def test_unix_socket_path_is_served_and_removed_on_quit() -> None:
         path = os.path.join(directory, "durus.sock")
         with ServerProcess(address=path) as server:
             a = client(server)
-            commit(a, {0: record(0)})
+            commit(a, record(0))
             assert str(a).startswith(f"ClientStorage({path}")
             a.close()
             server.quit()
@@ -245,31 +236,31 @@ def test_file_storage_survives_a_server_restart() -> None:
         path = os.path.join(directory, "data.durus")
         with ServerProcess("--file", path) as server:
             a = client(server)
-            commit(a, {0: record(0, b"kept")})
+            commit(a, record(0, data=b"kept"))
             a.close()
             server.quit()
         with ServerProcess("--file", path) as server:
             b, surprising = client(server), client(server)
-            assert b.load(oid(0)) == record(0, b"kept")
-            commit(surprising, {0: record(0, b"lost")})  # fine: oid 0 exists
+            assert b.load(oid(0)) == record(0, data=b"kept")
+            commit(surprising, record(0, data=b"lost"))  # fine: oid 0 exists
             assert b.sync() == [oid(0)]
             surprising.begin()
             surprising.store(oid(77), record(77))  # never handed out: FileStorage refuses
             with pytest.raises(ServerConnectionLost):
                 surprising.end()
-            commit(b, {0: record(0, b"kept")})
+            commit(b, record(0, data=b"kept"))
             b.pack()
-            assert b.load(oid(0)) == record(0, b"kept")
+            assert b.load(oid(0)) == record(0, data=b"kept")
             b.close()
             server.quit()
             assert "surprise" in server.output()
         with ServerProcess("--file", path, "--readonly") as server:
             writer, reader = client(server), client(server)
             writer.begin()
-            writer.store(oid(0), record(0, b"refused"))
+            writer.store(oid(0), record(0, data=b"refused"))
             with pytest.raises(ServerConnectionLost):
                 writer.end()
-            assert reader.load(oid(0)) == record(0, b"kept")
+            assert reader.load(oid(0)) == record(0, data=b"kept")
             reader.close()
             server.quit()
             assert "read-only" in server.output()
@@ -313,7 +304,7 @@ def test_a_client_stuck_mid_message_is_dropped_after_the_timeout() -> None:
 def test_shutdown_leaves_storage_open_and_removes_nothing_else() -> None:
     threaded = ThreadedServer()
     a = ClientStorage(port=threaded.port, timeout_s=WAIT_S)
-    commit(a, {0: record(0)})
+    commit(a, record(0))
     threaded.stop()
     assert threaded.server.storage.load(oid(0)) == record(0)
     with pytest.raises(ServerConnectionLost):
@@ -346,11 +337,11 @@ def test_many_pipelined_loads_with_a_slow_reader() -> None:
     threaded = ThreadedServer(max_outbox_bytes=4096)
     try:
         writer = ClientStorage(port=threaded.port, timeout_s=WAIT_S)
-        commit(writer, {0: record(0, bytes(1000))})
+        commit(writer, record(0, data=bytes(1000)))
         raw = socket.create_connection(("127.0.0.1", threaded.port), timeout=WAIT_S)
         raw.sendall((b"L" + oid(0)) * 500)
         time.sleep(0.2)
-        expected = (b"O" + int4(1012) + record(0, bytes(1000))) * 500
+        expected = (b"O" + int4(1012) + record(0, data=bytes(1000))) * 500
         assert recv_exactly(raw, len(expected)) == expected
         raw.close()
         writer.close()
@@ -377,7 +368,7 @@ def test_commits_are_serialized_and_a_stalled_committer_is_dropped() -> None:
         other = ClientStorage(port=threaded.port, timeout_s=WAIT_S)
         assert other.sync() == []  # loads and syncs are not held up
         started = time.monotonic()
-        commit(other, {0: record(0)})  # waits for its turn until `inside` is dropped
+        commit(other, record(0))  # waits for its turn until `inside` is dropped
         assert 0.3 < time.monotonic() - started < 4.0
         assert inside.recv(1) == b""
         inside.close()

@@ -14,7 +14,6 @@ import socket
 import ssl
 import struct
 import threading
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -27,35 +26,24 @@ from durus.file_storage import FileStorage
 from durus.protocol import STATUS_OKAY, int4
 from durus.storage import MemoryStorage
 from durus.storage_server import InheritedSocket, StorageServer, wait_for_server
+from tests.support.records import commit, oid, record
 from tests.support.server_fixtures import (
     WAIT_S,
     LogCapture,
     ThreadedServer,
     has_openssl,
     make_tls_files,
-    oid,
-    record,
     recv_exactly,
+    wait_until,
 )
 
 needs_openssl = pytest.mark.skipif(not has_openssl(), reason="the openssl command is missing")
 BIG_DATA = bytes(range(256)) * 400  # a 100 kB record
 
 
-def wait_until(predicate: Any, timeout_s: float = WAIT_S) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while not predicate():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.005)
-    return True
-
-
 def storage_with_big_record() -> MemoryStorage:
     storage = MemoryStorage()
-    storage.begin()
-    storage.store(oid(1), record(1, BIG_DATA))
-    storage.end()
+    commit(storage, record(1, data=BIG_DATA))
     return storage
 
 
@@ -108,14 +96,14 @@ def test_a_slow_reader_gets_every_reply_while_others_are_served() -> None:
         slow.sendall((b"L" + oid(1)) * loads)
         assert wait_until(lambda: pending_output(threaded.server) > 0)  # its sends blocked
         other = ClientStorage(address=threaded.address, timeout_s=WAIT_S)
-        assert other.load(oid(1)) == record(1, BIG_DATA)  # not held up by the slow reader
+        assert other.load(oid(1)) == record(1, data=BIG_DATA)  # not held up by the slow reader
         replies = [read_load_reply(slow) for _ in range(loads)]
-        assert replies == [record(1, BIG_DATA)] * loads
+        assert replies == [record(1, data=BIG_DATA)] * loads
         slow.sendall(b"L" + oid(2))
         assert recv_exactly(slow, 1) == b"K"  # the slow reader is still served normally
         slow.close()
         other.close()
-    assert storage.load(oid(1)) == record(1, BIG_DATA)
+    assert storage.load(oid(1)) == record(1, data=BIG_DATA)
 
 
 def test_a_reader_that_resets_mid_reply_is_dropped_alone() -> None:
@@ -129,9 +117,9 @@ def test_a_reader_that_resets_mid_reply_is_dropped_alone() -> None:
         vanishing.close()  # a reset, with replies still queued for it
         assert wait_until(lambda: len(threaded.server.connections) == 1)
         assert "send failed: [Errno 104] Connection reset by peer" in captured.text()
-        assert other.load(oid(1)) == record(1, BIG_DATA)
+        assert other.load(oid(1)) == record(1, data=BIG_DATA)
         other.close()
-    assert storage.load(oid(1)) == record(1, BIG_DATA)
+    assert storage.load(oid(1)) == record(1, data=BIG_DATA)
 
 
 def test_a_client_resetting_inside_a_commit_changes_nothing() -> None:
@@ -146,11 +134,13 @@ def test_a_client_resetting_inside_a_commit_changes_nothing() -> None:
         raw.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
         raw.close()
         first.begin()
-        first.store(new, record(int.from_bytes(new, "big"), b"mine"))
+        first.store(new, record(int.from_bytes(new, "big"), data=b"mine"))
         first.end()  # the turn passed on when the reset client was dropped
-        assert first.load(new) == record(int.from_bytes(new, "big"), b"mine")
+        assert first.load(new) == record(int.from_bytes(new, "big"), data=b"mine")
         first.close()
-    assert list(storage.gen_oid_record()) == [(new, record(int.from_bytes(new, "big"), b"mine"))]
+    assert list(storage.gen_oid_record()) == [
+        (new, record(int.from_bytes(new, "big"), data=b"mine"))
+    ]
 
 
 # ---------------------------------------------------------------- accepting
@@ -302,7 +292,7 @@ def test_stopping_with_a_hung_group_write_fails_loudly_not_forever(
         new = recv_exactly(raw, 8)
         raw.sendall(b"C")
         assert recv_exactly(raw, 4) == int4(0)
-        rec = record(int.from_bytes(new, "big"), b"slow")
+        rec = record(int.from_bytes(new, "big"), data=b"slow")
         raw.sendall(int4(4 + 8 + len(rec)) + int4(8 + len(rec)) + new + rec)
         assert storage.ending.wait(WAIT_S)  # the group write is stuck in end()
         server.shutdown()
