@@ -8,8 +8,10 @@ ProtocolError). The bytes themselves are made and parsed by
 around it and never frames or parses bytes itself (one codec for both ends
 keeps them in step). All socket I/O goes through ``durus.utils.read`` and
 ``write``, so tests may substitute any object with ``recv``/``send`` (or
-``read``/``write``) methods; each read asks for exactly the bytes the
-codec still needs.
+``read``/``write``) methods. A socket is read in large ``recv`` calls (a
+server sends nothing unasked, so a reply usually takes one call; the codec
+buffers whatever arrives); a file-like object is read for exactly the bytes
+the codec still needs.
 
 Also differs from 4.3 where a commit is refused with STATUS_INVALID: the
 transaction's new oids go back to the pool (as after a handler conflict).
@@ -92,11 +94,12 @@ from durus.protocol import (
 )
 from durus.socket_address import HostPortAddress, SocketAddress
 from durus.storage import InvalidationHandler, Storage
-from durus.utils import ShortRead, read, write
+from durus.utils import RECV_CHUNK_MAX_BYTES, ShortRead, read, write
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 2972
 DEFAULT_OID_POOL_SIZE = 32
+RECEIVE_BYTES = 4096  # one recv() asks for up to this much (a reply is usually smaller)
 
 
 class CouldNotConnectError(ConnectionRefusedError, AssertionError):
@@ -131,6 +134,7 @@ class ClientStorage(Storage):
             self.address, socket, timeout_s, auth_secret, tls, tls_server_hostname
         )
         self.s = socket
+        self._send, self._receive = _transfer_functions(socket)
         self.protocol = ClientProtocol(limits)
         self.oid_pool: list[bytes] = []
         self._oid_pool_size = DEFAULT_OID_POOL_SIZE
@@ -179,16 +183,17 @@ class ClientStorage(Storage):
         """Send ``request``; return its reply (None when it expects none)."""
         if self._lost is not None:
             raise ServerConnectionLost(self._lost)
-        data = self.protocol.send(request)
-        expected = self.protocol.replies_pending
-        self._io(write, data, request)
+        protocol = self.protocol
+        data = protocol.send(request)
+        expected = protocol.replies_pending
+        self._io(self._send, data, request)
         if not expected:
             return None
         while True:
-            event = self.protocol.next_event()
+            event = protocol.next_event()
             if not isinstance(event, NeedData):
                 return event
-            self.protocol.receive_data(self._io(read, event.min_bytes, request))
+            protocol.receive_data(self._io(self._receive, event.min_bytes, request))
 
     def _io(self, operation: Any, argument: Any, request: Request) -> Any:
         try:
@@ -358,6 +363,9 @@ class _TlsSocket:
     def send(self, data: Any) -> int:
         return self.sock.send(data)
 
+    def recv_into(self, buffer: Any) -> int:
+        return self.sock.recv_into(buffer)
+
     def sendall(self, data: Any) -> None:
         self.sock.sendall(data)
 
@@ -382,6 +390,55 @@ class _InjectedSocketAddress(SocketAddress):
 
     def get_connected_socket(self, timeout_s: float | None = None) -> None:
         return None
+
+
+def _transfer_functions(sock: Any) -> tuple[Any, Any]:
+    """How to send to and receive from ``sock``: ``send(sock, data)``, ``receive(sock, n)``.
+
+    A socket (``recv``) is asked for up to RECEIVE_BYTES at once, never less
+    than the codec needs: protocol 1 has at most one reply in flight and a
+    server sends nothing unasked, so one ``recv`` usually brings a whole
+    reply, and whatever it brings the codec buffers. A file-like object
+    (``read``/``write``) is read exactly (``durus.utils``).
+    """
+    if hasattr(sock, "read") or not hasattr(sock, "recv"):
+        return write, read
+    sendall = write if getattr(sock, "sendall", None) is None else _sendall
+    receive = _SocketReader() if hasattr(sock, "recv_into") else _receive_some
+    return sendall, receive
+
+
+def _sendall(sock: Any, data: bytes) -> None:
+    sock.sendall(data)
+
+
+def _receive_some(sock: Any, min_bytes: int) -> bytes:
+    """At least one byte (and what else is there, up to RECEIVE_BYTES); EOF raises."""
+    data: bytes = sock.recv(min(max(min_bytes, RECEIVE_BYTES), RECV_CHUNK_MAX_BYTES))
+    if not data:
+        raise ShortRead(f"connection closed with {min_bytes} bytes still expected")
+    return data
+
+
+class _SocketReader:
+    """Receives into one reusable buffer: a small reply costs no allocation.
+
+    (A fresh ``recv(RECEIVE_BYTES)`` buffer per call made the allocator grow
+    and trim the heap, one ``brk`` system call per reply.) The view it
+    returns is valid until the next call; the codec copies it at once.
+    """
+
+    def __init__(self) -> None:
+        self.view = memoryview(bytearray(RECEIVE_BYTES))
+
+    def __call__(self, sock: Any, min_bytes: int) -> bytes | memoryview:
+        if min_bytes > RECEIVE_BYTES:
+            return _receive_some(sock, min_bytes)
+        size: int = sock.recv_into(self.view)
+        if not size:
+            raise ShortRead(f"connection closed with {min_bytes} bytes still expected")
+        assert 0 < size <= RECEIVE_BYTES
+        return self.view[:size]
 
 
 def _close_socket(sock: Any) -> None:

@@ -71,7 +71,7 @@ import hashlib
 import hmac
 import struct
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from durus.error import ProtocolError
 
@@ -636,13 +636,15 @@ class ServerProtocol:
 # ---------------------------------------------------------------- client side
 
 
-@dataclass
 class _Expected:
     """One reply the client is waiting for, and what it asked."""
 
-    kind: str
-    request: Request
-    collected: list[LoadReply] = field(default_factory=list)
+    __slots__ = ("kind", "request", "collected")
+
+    def __init__(self, kind: str, request: Request) -> None:
+        self.kind = kind
+        self.request = request
+        self.collected: list[LoadReply] = []  # a bulk load's replies so far
 
 
 class ClientProtocol:
@@ -654,6 +656,17 @@ class ClientProtocol:
         self._buffer = _Buffer()
         self._expected: deque[_Expected] = deque()
         self._commit_open = False
+        self._decoders = {
+            "version": self._version_reply,
+            "load": self._load_reply_of,
+            "bulk": self._bulk_reply,
+            "oid_list": self._oid_list,
+            "new_oids": self._new_oids_reply,
+            "auth_challenge": self._auth_challenge,
+            "commit_status": self._commit_status,
+            "pack_status": self._status,
+            "auth_status": self._status,
+        }
 
     @property
     def replies_pending(self) -> int:
@@ -688,8 +701,9 @@ class ClientProtocol:
                 self.closed = True
                 raise ProtocolError(f"{len(self._buffer)} bytes arrived that nobody asked for")
             raise ProtocolError("no reply is expected")
+        expected = self._expected[0]
         try:
-            reply = self._decode(self._expected[0])
+            reply = self._decoders[expected.kind](expected)
         except ProtocolError:
             self.closed = True
             self._expected.clear()
@@ -698,48 +712,53 @@ class ClientProtocol:
             self._expected.popleft()
         return reply
 
-    def _decode(self, expected: _Expected) -> Reply | NeedData:
-        kind = expected.kind
-        if kind == "version":
-            return self._fixed(INT4_BYTES, lambda b: VersionReply(_read_int4(b, 0)))
-        if kind == "load":
-            return self._load_reply(expected.request)
-        if kind == "bulk":
-            return self._bulk_reply(expected)
-        if kind == "oid_list":
-            return self._oid_list()
-        if kind == "new_oids":
-            count = expected.request.count if isinstance(expected.request, NewOids) else 1
-            return self._fixed(count * OID_BYTES, lambda b: NewOidsReply(_split_oids(b)))
-        if kind == "auth_challenge":
-            return self._fixed(
-                AUTH_NONCE_BYTES + AUTH_MAC_BYTES,
-                lambda b: AuthChallenge(b[:AUTH_NONCE_BYTES], b[AUTH_NONCE_BYTES:]),
-            )
-        assert kind in ("commit_status", "pack_status", "auth_status")
-        return self._status(kind)
-
     def _fixed(self, size: int, build: object) -> Reply | NeedData:
-        if len(self._buffer) < size:
-            return NeedData(size - len(self._buffer))
+        available = len(self._buffer)
+        if available < size:
+            return NeedData(size - available)
         reply: Reply = build(self._buffer.take(size))  # type: ignore[operator]
         return reply
 
-    def _status(self, kind: str) -> Reply | NeedData:
-        if not self._buffer:
+    def _version_reply(self, expected: _Expected) -> Reply | NeedData:
+        return self._fixed(INT4_BYTES, lambda b: VersionReply(_read_int4(b, 0)))
+
+    def _new_oids_reply(self, expected: _Expected) -> Reply | NeedData:
+        count = expected.request.count if isinstance(expected.request, NewOids) else 1
+        return self._fixed(count * OID_BYTES, lambda b: NewOidsReply(_split_oids(b)))
+
+    def _auth_challenge(self, expected: _Expected) -> Reply | NeedData:
+        return self._fixed(
+            AUTH_NONCE_BYTES + AUTH_MAC_BYTES,
+            lambda b: AuthChallenge(b[:AUTH_NONCE_BYTES], b[AUTH_NONCE_BYTES:]),
+        )
+
+    def _commit_status(self, expected: _Expected) -> Reply | NeedData:
+        buffer = self._buffer
+        if not buffer:
             return NeedData(1)
-        status = self._buffer.take(1)
-        if kind in ("pack_status", "auth_status"):
-            if status != STATUS_OKAY:
-                raise ProtocolError(f"server returned invalid status {status!r} to {kind}")
-            return PackReply(status) if kind == "pack_status" else AuthAccepted(status)
-        if status not in (STATUS_OKAY, STATUS_INVALID):
+        status = buffer.take(1)
+        if status != STATUS_OKAY and status != STATUS_INVALID:
             raise ProtocolError(f"server returned invalid status {status!r}")
         return CommitStatus(status)
 
+    def _status(self, expected: _Expected) -> Reply | NeedData:
+        """The one-byte answer to a pack or to the authentication proof: only 'O'."""
+        kind = expected.kind
+        assert kind in ("pack_status", "auth_status")
+        if not self._buffer:
+            return NeedData(1)
+        status = self._buffer.take(1)
+        if status != STATUS_OKAY:
+            raise ProtocolError(f"server returned invalid status {status!r} to {kind}")
+        return PackReply(status) if kind == "pack_status" else AuthAccepted(status)
+
+    def _load_reply_of(self, expected: _Expected) -> LoadReply | NeedData:
+        return self._load_reply(expected.request)
+
     def _load_reply(self, request: Request) -> LoadReply | NeedData:
         buffer = self._buffer
-        if not buffer:
+        available = len(buffer)
+        if not available:
             return NeedData(1)
         status = buffer.peek(1)
         if status in (STATUS_KEYERROR, STATUS_INVALID):
@@ -748,13 +767,13 @@ class ClientProtocol:
         if status != STATUS_OKAY:
             oid = getattr(request, "oid", None)
             raise ProtocolError(f"status={status!r}, oid={oid!r}")
-        if len(buffer) < 1 + INT4_BYTES:
-            return NeedData(1 + INT4_BYTES - len(buffer))
+        if available < 1 + INT4_BYTES:
+            return NeedData(1 + INT4_BYTES - available)
         size = buffer.int4_at(1)
         if size > self.limits.max_record_bytes:
             raise ProtocolError(f"record of {size} bytes exceeds {self.limits.max_record_bytes}")
-        if len(buffer) < 1 + INT4_BYTES + size:
-            return NeedData(1 + INT4_BYTES + size - len(buffer))
+        if available < 1 + INT4_BYTES + size:
+            return NeedData(1 + INT4_BYTES + size - available)
         buffer.take(1 + INT4_BYTES)
         return LoadReply(STATUS_OKAY, buffer.take(size))
 
@@ -769,18 +788,19 @@ class ClientProtocol:
         assert len(expected.collected) == len(oids)
         return BulkLoadReply(tuple(expected.collected))
 
-    def _oid_list(self) -> InvalidationsReply | NeedData:
+    def _oid_list(self, expected: _Expected) -> InvalidationsReply | NeedData:
         buffer = self._buffer
-        if len(buffer) < INT4_BYTES:
-            return NeedData(INT4_BYTES - len(buffer))
+        available = len(buffer)
+        if available < INT4_BYTES:
+            return NeedData(INT4_BYTES - available)
         count = buffer.int4_at(0)
         if count > self.limits.max_invalidation_oids:
             raise ProtocolError(f"list of {count} oids exceeds {self.limits.max_invalidation_oids}")
         size = INT4_BYTES + count * OID_BYTES
-        if len(buffer) < size:
-            return NeedData(size - len(buffer))
+        if available < size:
+            return NeedData(size - available)
         buffer.take(INT4_BYTES)
-        return InvalidationsReply(_split_oids(buffer.take(count * OID_BYTES)))
+        return InvalidationsReply(_split_oids(buffer.take(count * OID_BYTES)) if count else ())
 
 
 def _reply_kind(request: Request) -> str | None:

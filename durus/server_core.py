@@ -366,6 +366,22 @@ class ServerCore:
     def has_output(self, client_id: int) -> bool:
         return bool(self._client(client_id).outbox)
 
+    def clients_with_output(self) -> list[int]:
+        """The clients with bytes to send or a reason to close (one pass over all clients)."""
+        return [
+            client_id
+            for client_id, client in self.clients.items()
+            if client.outbox or client.close_reason is not None
+        ]
+
+    def paused_clients(self) -> list[int]:
+        """The live clients whose handling paused for reply backlog."""
+        return [
+            client_id
+            for client_id, client in self.clients.items()
+            if client.paused and client.close_reason is None
+        ]
+
     def buffered_bytes(self, client_id: int) -> int:
         """Received bytes of a client not yet handled (a partial message); 0 if unknown."""
         client = self.clients.get(client_id)

@@ -30,9 +30,10 @@ Differences from Durus 4.3 (API.md section 23, warts 5-9):
   whose ``fsync`` attribute is False (e.g. ``FileStorage(fsync=False)``)
   gets groups of one (``max_group_commits``): its ``end()`` costs one
   buffered write, so grouping would only delay answers. With a file storage
-  whose fsync is on, a group's write runs in a thread while the loop serves
-  the next group's commit turns (two groups in flight at most), so waiting
-  on the disk and the clients' round trips overlap.
+  whose fsync is on, a group's write runs in a write thread (one for the
+  server's lifetime, stopped when serving ends) while the loop serves the
+  next group's commit turns (two groups in flight at most), so waiting on
+  the disk and the clients' round trips overlap.
 * ``wait_for_server`` raises ``ServerTimeoutError`` (a TimeoutError), not
   SystemExit.
 
@@ -59,6 +60,7 @@ and returns, and ``shutdown()`` stops a server running in another thread.
 from __future__ import annotations
 
 import dataclasses
+import queue
 import selectors
 import socket
 import ssl
@@ -117,6 +119,7 @@ DEFAULT_MAX_COMMIT_RECORDS = DEFAULT_LIMITS.max_commit_records
 MAX_ACCEPTS_PER_PASS = 64
 GROUP_WRITE_JOIN_S = 120.0  # a write and its fsyncs; longer means the disk is gone
 IDLE_POLL_S = 1.0
+STALL_CHECK_INTERVAL_S = 0.05  # timeouts are checked this often, not on every pass
 
 
 class ServerTimeoutError(TimeoutError):
@@ -153,6 +156,7 @@ class _Connection:
         self.connected_s = now_s
         self.tls_handshaking = isinstance(sock, ssl.SSLSocket)
         self.tls_wants_write = False
+        self.registered_events = 0  # what the selector watches for (0: not registered)
 
 
 class StorageServer:
@@ -193,7 +197,8 @@ class StorageServer:
         )  # fmt: skip
         self.core.write_groups_in_background = writes_groups_in_background(storage)
         self._group_write: GroupWrite | None = None
-        self._group_thread: threading.Thread | None = None
+        self._group_thread: threading.Thread | None = None  # runs every group write
+        self._group_jobs: queue.SimpleQueue[GroupWrite | None] | None = None
         self.limits = limits
         self.client_timeout_s = client_timeout_s
         self.idle_timeout_s = idle_timeout_s
@@ -209,6 +214,7 @@ class StorageServer:
         self._wake_reader: socket.socket | None = None
         self._wake_writer: socket.socket | None = None
         self._stop_requested = False
+        self._next_stall_check_s = 0.0
 
     @property
     def clients(self) -> list[_Client]:
@@ -306,48 +312,78 @@ class StorageServer:
         self.core.commit_pending(now_s)
         self._advance_group_write(now_s)
         self.core.after_pass()
-        for connection in list(self.connections.values()):
-            self._collect_output(connection)
-            self._flush(connection, now_s)
-        self._drop_stalled(now_s)
+        self._send_core_output(now_s)
+        if now_s >= self._next_stall_check_s:
+            self._next_stall_check_s = now_s + STALL_CHECK_INTERVAL_S
+            self._drop_stalled(now_s)
         if not client_was_ready:
             self.core.run_idle_step()
 
     def _advance_group_write(self, now_s: float) -> None:
-        """Report a finished group write to the core; start the next one in a thread."""
+        """Report a finished group write to the core; hand the next one to the write thread."""
         job = self._group_write
         if job is not None and job.done:
-            self._join_group_thread()
+            self._group_write = None
             self.core.finish_group_write(job, now_s)
             self.core.commit_pending(now_s)  # commits that were held back
         if self._group_write is None:
             job = self.core.take_group_write()
             if job is not None:
                 self._group_write = job
-                self._group_thread = threading.Thread(
-                    target=self._run_group_write, args=(job,), name="durus group write"
-                )
-                self._group_thread.start()
+                self._group_writer().put(job)
 
-    def _run_group_write(self, job: GroupWrite) -> None:
-        """In the write thread: the storage write, then wake the loop."""
-        try:
-            job.run()
-        finally:
-            self._wake(b"w")
+    def _group_writer(self) -> queue.SimpleQueue[GroupWrite | None]:
+        """The write thread's queue; the thread starts with the first group write.
+
+        One long-lived thread, not one per group: starting a thread waits
+        until the new thread runs, which on a busy machine stalls the loop
+        for a scheduler time slice.
+        """
+        if self._group_thread is None:
+            self._group_jobs = queue.SimpleQueue()
+            self._group_thread = threading.Thread(
+                target=self._run_group_writes, args=(self._group_jobs,), name="durus group write",
+                daemon=True,
+            )  # fmt: skip
+            self._group_thread.start()
+        assert self._group_jobs is not None
+        return self._group_jobs
+
+    def _run_group_writes(self, jobs: queue.SimpleQueue[GroupWrite | None]) -> None:
+        """In the write thread: each queued write, then wake the loop; None stops."""
+        while True:
+            job = jobs.get()
+            if job is None:
+                return
+            try:
+                job.run()
+            except BaseException:  # noqa: S110  # job.error holds it; the core reports it
+                pass
+            finally:
+                self._wake(b"w")
 
     def _join_group_thread(self) -> None:
+        """Wait for the write in flight, then stop the write thread."""
         thread = self._group_thread
-        if thread is not None:
-            thread.join(GROUP_WRITE_JOIN_S)
-            if thread.is_alive():
-                raise RuntimeError(f"the group write did not end within {GROUP_WRITE_JOIN_S} s")
+        if thread is None:
+            return
+        assert self._group_jobs is not None
+        self._group_jobs.put(None)  # stops the thread once the write in flight ends
+        thread.join(GROUP_WRITE_JOIN_S)
+        if thread.is_alive():
+            raise RuntimeError(f"the group write did not end within {GROUP_WRITE_JOIN_S} s")
         self._group_thread = None
-        self._group_write = None
+        self._group_jobs = None
 
     def _select_timeout_s(self) -> float:
         """How long select() may wait: not past the open commit group's deadline."""
-        busy = self.core.packer is not None or self._resumable() or self._core_has_output()
+        core = self.core
+        connections = self.connections
+        busy = (
+            core.packer is not None
+            or any(client_id in connections for client_id in core.clients_with_output())
+            or bool(self._resumable())
+        )
         timeout_s = 0.0 if busy else IDLE_POLL_S
         deadline_s = self.core.next_deadline_s()
         if deadline_s is not None:
@@ -357,15 +393,12 @@ class StorageServer:
 
     def _resumable(self) -> list[_Connection]:
         """Connections whose requests the core paused and whose replies have drained."""
-        return [
-            c
-            for c in self.connections.values()
-            if self.core.is_paused(c.client_id) and len(c.outbuf) < self.max_outbox_bytes
-        ]
-
-    def _core_has_output(self) -> bool:
-        """True when the core produced bytes not yet collected (e.g. a commit turn passed on)."""
-        return any(self.core.has_output(c) for c in self.connections if c in self.core.clients)
+        resumable = []
+        for client_id in self.core.paused_clients():
+            connection = self.connections.get(client_id)
+            if connection is not None and len(connection.outbuf) < self.max_outbox_bytes:
+                resumable.append(connection)
+        return resumable
 
     def _resume_backlogged(self) -> None:
         """Let the core handle requests it paused while their replies piled up."""
@@ -373,20 +406,25 @@ class StorageServer:
             self.core.feed(connection.client_id, b"")
 
     def _update_interest(self, selector: selectors.BaseSelector) -> None:
+        """Tell the selector what each connection waits for; only changes cost a call."""
+        max_outbox_bytes = self.max_outbox_bytes
         for connection in self.connections.values():
+            outbuf = connection.outbuf
             events = 0
-            if connection.close_reason is None and len(connection.outbuf) < self.max_outbox_bytes:
-                events |= selectors.EVENT_READ
-            if connection.outbuf or connection.tls_wants_write:
+            if connection.close_reason is None and len(outbuf) < max_outbox_bytes:
+                events = selectors.EVENT_READ
+            if outbuf or connection.tls_wants_write:
                 events |= selectors.EVENT_WRITE
-            key = selector.get_map().get(connection.sock)
+            registered = connection.registered_events
+            if events == registered:
+                continue
             if events == 0:
-                if key is not None:
-                    selector.unregister(connection.sock)
-            elif key is None:
+                selector.unregister(connection.sock)
+            elif registered == 0:
                 selector.register(connection.sock, events, connection)
-            elif key.events != events:
+            else:
                 selector.modify(connection.sock, events, connection)
+            connection.registered_events = events
 
     # ------------------------------------------------------------ connections
 
@@ -477,6 +515,14 @@ class StorageServer:
         connection.last_progress_s = now_s
         log(10, "Client %s: TLS %s established", connection.client_id, sock.version())
 
+    def _send_core_output(self, now_s: float) -> None:
+        """Move what the core produced to the connections' buffers and send it."""
+        for client_id in self.core.clients_with_output():
+            connection = self.connections.get(client_id)
+            if connection is not None:
+                self._collect_output(connection)
+                self._flush(connection, now_s)
+
     def _collect_output(self, connection: _Connection) -> None:
         if connection.client_id not in self.core.clients:
             return
@@ -551,10 +597,10 @@ class StorageServer:
     def _close_everything(self, listener: socket.socket) -> None:
         self.core.write_groups_in_background = False  # from now on the core writes in place
         job = self._group_write
-        if job is not None:  # accepted commits become durable, though unacknowledged
-            self._join_group_thread()
-            if job.done:
-                self.core.finish_group_write(job)
+        self._join_group_thread()  # accepted commits become durable, though unacknowledged
+        self._group_write = None
+        if job is not None and job.done:
+            self.core.finish_group_write(job)
         self.core.flush_group()
         for connection in list(self.connections.values()):
             self.core.disconnect(connection.client_id)

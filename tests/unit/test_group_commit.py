@@ -500,3 +500,54 @@ def test_stopping_writes_the_group_in_flight_and_the_one_behind_it(tmp_path: Pat
     reopened = FileStorage(str(tmp_path / "stop.durus"), readonly=True)
     assert reopened.load(oid(0)) == record(0) and reopened.load(oid(1)) == record(1)
     reopened.close()
+
+
+class _Interrupted(BaseException):
+    """Not an Exception: what a storage may raise that plain handlers would not catch."""
+
+
+def _wait_for_write(server: Any, now_s: float) -> None:
+    """Until the write thread finished the write in flight; then report it to the core."""
+    job = server._group_write
+    deadline = time.monotonic() + WAIT_S
+    while job is not None and not job.done:
+        assert time.monotonic() < deadline, "the group write did not finish"
+        time.sleep(0.001)
+    server._advance_group_write(now_s)
+
+
+def test_one_write_thread_serves_every_group_and_outlives_a_failed_write(tmp_path: Path) -> None:
+    from durus.file_storage import FileStorage
+    from durus.storage_server import StorageServer
+
+    class InterruptedOnce(FileStorage):
+        interrupt = True
+
+        def end(self, handle_invalidations: Any = None) -> None:
+            if self.interrupt:
+                self.interrupt = False
+                raise _Interrupted("the disk went away")
+            super().end(handle_invalidations)
+
+    storage = InterruptedOnce(str(tmp_path / "thread.durus"), fsync=True)
+    server = StorageServer(storage, port=0)
+    core = server.core
+    a, b = clients_with_oids(core, 2)
+    start_commit(core, a, 0.0)
+    send_items(core, a, {0: record(0)}, 0.0)
+    server._advance_group_write(0.0)
+    writer = server._group_thread
+    assert writer is not None and writer.is_alive()
+    _wait_for_write(server, 0.0)
+    reason = core.clients[a.client_id].close_reason  # refused: closed, never acknowledged
+    assert reason is not None and "the disk went away" in reason
+    start_commit(core, b, 1.0)
+    send_items(core, b, {1: record(1)}, 1.0)
+    server._advance_group_write(1.0)
+    _wait_for_write(server, 1.0)
+    assert output(core, b).endswith(STATUS_OKAY)
+    assert server._group_thread is writer and writer.is_alive()  # the same thread, still alive
+    server._close_everything(server.address.get_listening_socket())
+    assert server._group_thread is None and not writer.is_alive()
+    assert storage.load(oid(1)) == record(1)
+    storage.close()
