@@ -193,8 +193,8 @@ def coverage(session: nox.Session) -> None:
 def report(session: nox.Session) -> None:
     """Runs the checks and writes docs/verification.md and docs/bench-ratios.png.
 
-    Not in the default run. The full run (thorough profiles: stateful, crash,
-    coverage, mutants, CrossHair) takes up to about 40 minutes; ``-- --quick``
+    Not in the default run. The full run (the stateful and crash sessions'
+    profiles, coverage, mutants, CrossHair) takes up to about 40 minutes; ``-- --quick``
     uses the ci profiles and a smaller scope. Benchmarks are read from
     bench/results/latest.json (``nox -s bench``), never run here.
     """
