@@ -111,7 +111,7 @@ class FileStorage(Storage):
         self.pack_extra: set[bytes] | None = None
         self.invalid: set[bytes] = set()
         if isinstance(filename, (str, os.PathLike)):
-            self._refuse_interrupted_pack(os.fspath(filename), readonly)
+            refuse_interrupted_pack(os.fspath(filename), readonly, file_system)
         self.shelf = Shelf(
             filename,
             readonly=readonly,
@@ -121,19 +121,6 @@ class FileStorage(Storage):
             file_system=file_system,
         )
         assert isinstance(self.shelf, Shelf)
-
-    def _refuse_interrupted_pack(self, name: str, readonly: bool) -> None:
-        fs = self.file_system or DEFAULT_FILE_SYSTEM
-        if fs.exists(name):
-            return
-        leftovers = [n for n in (name + ".pack", name + ".prepack") if fs.exists(n)]
-        if leftovers and not readonly:
-            raise InterruptedPackError(
-                f'"{name}" is missing but {", ".join(leftovers)} exist: a pack was '
-                "interrupted. Rename the right one to the database name (a .pack "
-                "that opens read-only is complete) rather than starting a new, "
-                "empty database."
-            )
 
     def __str__(self) -> str:
         return f"FileStorage({self.get_filename()!r})"
@@ -373,12 +360,36 @@ class FileStorage(Storage):
 
     def _abandon_pack(self, pack_file: File | None) -> None:
         self.pack_extra = None
-        if pack_file is None or pack_file.is_closed():
-            return
-        pack_name = pack_file.get_name()
-        pack_file.close()
-        if pack_name != self.get_filename() and pack_file.file_system.exists(pack_name):
-            pack_file.file_system.remove(pack_name)
+        abandon_pack_file(pack_file, self.get_filename())
+
+
+def refuse_interrupted_pack(name: str, readonly: bool, file_system: FileSystem | None) -> None:
+    """InterruptedPackError when a writable open would make a new, empty ``name`` beside
+    the files of an interrupted pack (``name.pack``, ``name.prepack``): a Durus 4.3 pack
+    renames the old file away before the new one arrives. Shared by FileStorage2."""
+    fs = file_system or DEFAULT_FILE_SYSTEM
+    if readonly or fs.exists(name):
+        return
+    leftovers = [n for n in (name + ".pack", name + ".prepack") if fs.exists(n)]
+    if leftovers:
+        raise InterruptedPackError(
+            f'"{name}" is missing but {", ".join(leftovers)} exist: a pack was '
+            "interrupted. Rename the right one to the database name (a .pack "
+            "that opens read-only is complete) rather than starting a new, "
+            "empty database."
+        )
+
+
+def abandon_pack_file(pack_file: File | None, storage_name: str) -> None:
+    """Close an unfinished pack's file and remove it, unless it already became the
+    storage file (renamed to ``storage_name``). Shared by FileStorage2."""
+    if pack_file is None or pack_file.is_closed():
+        return
+    pack_name = pack_file.get_name()
+    pack_file.close()
+    if pack_name != storage_name and pack_file.file_system.exists(pack_name):
+        pack_file.file_system.remove(pack_name)
+    assert pack_file.is_closed()
 
 
 def _reachable(

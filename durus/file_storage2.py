@@ -80,8 +80,8 @@ from datetime import datetime
 from typing import Any
 
 from durus.error import DurusKeyError
-from durus.file import DEFAULT_FILE_SYSTEM, File, FileSystem, ReadOnlyFileError
-from durus.file_storage import InterruptedPackError, StorageUsageError
+from durus.file import File, FileSystem, ReadOnlyFileError
+from durus.file_storage import StorageUsageError, abandon_pack_file, refuse_interrupted_pack
 from durus.logger import log
 from durus.record import record_oid, record_refs, unpack_record
 from durus.shelf import FileFormatError
@@ -358,13 +358,7 @@ class FileStorage2(Storage):
         if file is None:
             return File(None, file_system=file_system, prefix="durus_dfs20_")
         name = os.fspath(file)
-        fs = file_system or DEFAULT_FILE_SYSTEM
-        leftovers = [n for n in (name + ".pack", name + ".prepack") if fs.exists(n)]
-        if not readonly and leftovers and not fs.exists(name):
-            raise InterruptedPackError(
-                f'"{name}" is missing but {", ".join(leftovers)} exist: a pack was interrupted. '
-                "Rename the right one to the database name rather than starting a new database."
-            )
+        refuse_interrupted_pack(name, readonly, file_system)
         return File(name, readonly=readonly, file_system=file_system)
 
     # -- opening
@@ -683,12 +677,7 @@ class FileStorage2(Storage):
 
     def _abandon_pack(self, pack_file: File | None) -> None:
         self.pack_extra = None
-        if pack_file is None or pack_file.is_closed():
-            return
-        pack_name = pack_file.get_name()
-        pack_file.close()
-        if pack_name != self.get_filename() and pack_file.file_system.exists(pack_name):
-            pack_file.file_system.remove(pack_name)
+        abandon_pack_file(pack_file, self.get_filename())
 
     def create_from_records(self, oid_records: Iterable[tuple[bytes, bytes]]) -> None:
         """Replace the whole file by one holding these ``(oid, record)`` pairs."""
