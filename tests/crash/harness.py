@@ -10,6 +10,7 @@ records, and the storage accepts and keeps a new commit.
 
 from __future__ import annotations
 
+import random
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -19,7 +20,7 @@ from durus.record import pack_record
 from durus.utils import ROOT_OID, str_to_int8
 from tests.crash.crash_points import count
 from tests.crash.history import Commit, History, Violation, Workload, read_all_records
-from tests.support.faulty_disk import Chooser, FaultyDisk, FileSync, Write
+from tests.support.faulty_disk import Chooser, FaultyDisk, FileSync, RandomChooser, Write
 
 PATH = "/sim/data.durus"
 
@@ -141,6 +142,22 @@ def judge_image(image: dict[str, bytes], history: History, event_index: int) -> 
         again.close()
     assert included is not None
     return recovered
+
+
+def judge_sampled_crashes(
+    session: Session, start_event: int, samples_per_event: int, seed: int, label: str
+) -> None:
+    """Judge ``samples_per_event`` random crash images at every event from
+    ``start_event`` on (``seed`` makes them reproducible); count them under ``label``."""
+    rng = random.Random(seed)
+    checked = 0
+    for event_index in range(start_event, len(session.disk.events) + 1):
+        for _ in range(samples_per_event):
+            image = session.disk.crash_image(RandomChooser(rng), event_index)
+            judge_image(image, session.history, event_index)
+            checked += 1
+    assert checked == samples_per_event * (len(session.disk.events) + 1 - start_event)
+    count(label, checked)
 
 
 def check_accepts_commit(

@@ -11,15 +11,13 @@ failure is judged as well.
 from __future__ import annotations
 
 import errno
-import random
 
 import pytest
 
 from durus.utils import ROOT_OID
-from tests.crash.crash_points import count
-from tests.crash.harness import PATH, Session, judge_image, open_storage
+from tests.crash.harness import PATH, Session, judge_image, judge_sampled_crashes, open_storage
 from tests.crash.history import Violation, read_all_records
-from tests.support.faulty_disk import FaultyDisk, RandomChooser
+from tests.support.faulty_disk import FaultyDisk
 
 CRASH_SAMPLES_PER_EVENT = 4
 
@@ -41,14 +39,7 @@ def _prepared() -> Session:
 
 
 def _judge_crashes_since(session: Session, start_event: int, label: str) -> None:
-    rng = random.Random(start_event)
-    checked = 0
-    for event_index in range(start_event, len(session.disk.events) + 1):
-        for _ in range(CRASH_SAMPLES_PER_EVENT):
-            image = session.disk.crash_image(RandomChooser(rng), event_index)
-            judge_image(image, session.history, event_index)
-            checked += 1
-    count(label, checked)
+    judge_sampled_crashes(session, start_event, CRASH_SAMPLES_PER_EVENT, start_event, label)
 
 
 @pytest.mark.parametrize("partial_bytes", [0, 5, 700])

@@ -10,15 +10,12 @@
 
 from __future__ import annotations
 
-import random
-
 import pytest
 
 from durus.file_storage import FileStorage, InterruptedPackError
-from tests.crash.crash_points import count
-from tests.crash.harness import PATH, Session, judge_image
+from tests.crash.harness import PATH, Session, judge_sampled_crashes
 from tests.crash.history import Commit, History
-from tests.support.faulty_disk import FaultyDisk, RandomChooser
+from tests.support.faulty_disk import FaultyDisk
 
 SAMPLES_PER_EVENT = 8
 
@@ -44,14 +41,9 @@ def test_a_pack_over_stale_leftovers_keeps_every_object_at_every_event() -> None
     session.commit(new_sizes=[30])
     names = session.disk.listdir()
     assert PATH + ".pack" not in names
-    rng = random.Random(7)
-    checked = 0
-    for event_index in range(start, len(session.disk.events) + 1):
-        for _ in range(SAMPLES_PER_EVENT):
-            image = session.disk.crash_image(RandomChooser(rng), event_index)
-            judge_image(image, session.history, event_index)
-            checked += 1
-    count("leftovers: crash states of a pack over stale files", checked)
+    judge_sampled_crashes(
+        session, start, SAMPLES_PER_EVENT, 7, "leftovers: crash states of a pack over stale files"
+    )
 
 
 def test_a_durus43_pack_interrupted_between_renames_is_refused() -> None:

@@ -9,15 +9,11 @@ sampled at every event of those steps and judged as everywhere else.
 
 from __future__ import annotations
 
-import random
-
 import pytest
 from hypothesis import settings
 
 from durus.shelf import SIDECAR_MIN_ENTRIES, SIDECAR_SUFFIX
-from tests.crash.crash_points import count
-from tests.crash.harness import PATH, Session, judge_image
-from tests.support.faulty_disk import RandomChooser
+from tests.crash.harness import PATH, Session, judge_sampled_crashes
 
 THOROUGH = settings().max_examples > 100
 SAMPLES_PER_EVENT = 6 if THOROUGH else 2
@@ -35,11 +31,4 @@ def test_crashes_around_the_sidecar_index_keep_the_right_state() -> None:
     session.commit(new_sizes=[5, 600], rewrite_indexes=[3])
     session.commit(drop_indexes=[0, 1])
     session.close()
-    rng = random.Random(11)
-    checked = 0
-    for event_index in range(start, len(session.disk.events) + 1):
-        for _ in range(SAMPLES_PER_EVENT):
-            image = session.disk.crash_image(RandomChooser(rng), event_index)
-            judge_image(image, session.history, event_index)
-            checked += 1
-    count("sidecar index: crash states", checked)
+    judge_sampled_crashes(session, start, SAMPLES_PER_EVENT, 11, "sidecar index: crash states")
