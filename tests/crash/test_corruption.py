@@ -283,6 +283,17 @@ def _two_transactions_first_with_two_records() -> bytes:
     return disk.read_file(PATH)
 
 
+def _refused_and_kept(damaged: bytes) -> FileFormatError:
+    """The error of opening ``damaged``, which must be left exactly as it was."""
+    disk = FaultyDisk({PATH: damaged})
+    try:
+        with pytest.raises(FileFormatError) as caught:
+            FileStorage(PATH, file_system=disk).close()
+    finally:
+        assert disk.read_file(PATH) == damaged, "the damaged file was truncated"
+    return caught.value
+
+
 def test_zeroed_length_of_a_middle_transaction_is_reported() -> None:
     """Regression: this zeroed byte once dropped both transactions and truncated the file."""
     content = _two_transactions_first_with_two_records()
@@ -292,13 +303,7 @@ def test_zeroed_length_of_a_middle_transaction_is_reported() -> None:
     assert content[first.start : first.start + 7] == bytes(7)  # length < 256: one byte
     damaged = bytearray(content)
     damaged[first.start + 7] = 0
-    disk = FaultyDisk({PATH: bytes(damaged)})
-    try:
-        with pytest.raises(FileFormatError) as caught:
-            FileStorage(PATH, file_system=disk).close()
-        assert caught.value.offset == first.start
-    finally:
-        assert disk.read_file(PATH) == bytes(damaged), "the damaged file was truncated"
+    assert _refused_and_kept(bytes(damaged)).offset == first.start
 
 
 def test_a_wiped_middle_transaction_header_is_reported() -> None:
@@ -307,12 +312,7 @@ def test_a_wiped_middle_transaction_header_is_reported() -> None:
     first = read_layout(content).transactions[0]
     damaged = bytearray(content)
     damaged[first.start : first.start + 16] = bytes(16)
-    disk = FaultyDisk({PATH: bytes(damaged)})
-    try:
-        with pytest.raises(FileFormatError):
-            FileStorage(PATH, file_system=disk).close()
-    finally:
-        assert disk.read_file(PATH) == bytes(damaged), "the damaged file was truncated"
+    _refused_and_kept(bytes(damaged))
 
 
 def test_damaged_lengths_claiming_past_the_end_are_reported() -> None:
@@ -322,13 +322,7 @@ def test_damaged_lengths_claiming_past_the_end_are_reported() -> None:
     damaged = bytearray(content)
     damaged[first.start] = 0x01  # the transaction now claims 2**56 more bytes
     damaged[first.start + 8] = 0x01  # and so does its first record
-    disk = FaultyDisk({PATH: bytes(damaged)})
-    try:
-        with pytest.raises(FileFormatError) as caught:
-            FileStorage(PATH, file_system=disk).close()
-        assert caught.value.offset == first.start
-    finally:
-        assert disk.read_file(PATH) == bytes(damaged), "the damaged file was truncated"
+    assert _refused_and_kept(bytes(damaged)).offset == first.start
 
 
 def format_table(rows: list[tuple[str, str, str, str]]) -> str:
